@@ -1,0 +1,23 @@
+"""The workflows Stepline ships, by name."""
+
+from __future__ import annotations
+
+import difflib
+
+from flows import contract_review
+from flows.workflow import Workflow
+from steps.errors import InputError
+
+__all__ = ["WORKFLOWS", "get_workflow"]
+
+WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (contract_review.WORKFLOW,)}
+
+
+def get_workflow(name: str) -> Workflow:
+    """The workflow called ``name``, or an error suggesting the closest name."""
+    found = WORKFLOWS.get(name)
+    if found is not None:
+        return found
+    close = difflib.get_close_matches(name, WORKFLOWS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise InputError(f"unknown workflow {name!r}; {hint}known: {', '.join(sorted(WORKFLOWS))}")

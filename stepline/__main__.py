@@ -1,0 +1,3 @@
+from stepline.cli import main
+
+main()

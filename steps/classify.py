@@ -1,0 +1,184 @@
+"""The one place where foreign errors and response fields become a ``FailureClass``.
+
+Two tables, most specific first:
+
+- ``_EXCEPTIONS``: exception types (ours, Instructor's, pydantic's, the
+  openai and anthropic SDKs', httpx's) to a class;
+- ``_STATUS``: HTTP status codes of ``APIStatusError`` to a class.
+
+Response fields (``finish_reason``, ``refusal``, ``stop_reason``) are read by
+``classify_response``. ``tests/test_classify.py`` fails if a public SDK
+exception class is left unmapped. SDK modules are only consulted if already
+imported, so classifying never pays for importing an SDK that was not used.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from steps.errors import FailureClass, StepFailed
+
+__all__ = ["classify_exception", "classify_response", "retry_after_seconds"]
+
+_F = FailureClass
+
+# (defining module, attribute) -> class. A module that is not loaded cannot have
+# raised, so nothing is imported here.
+_EXCEPTIONS: tuple[tuple[str, str, FailureClass], ...] = (
+    ("instructor.v2.core.errors", "IncompleteOutputException", _F.TRUNCATED),
+    ("instructor.v2.core.errors", "ResponseParsingError", _F.SCHEMA_INVALID),
+    ("instructor.v2.core.errors", "ModeError", _F.BAD_REQUEST),
+    ("instructor.v2.core.errors", "ConfigurationError", _F.BAD_REQUEST),
+    ("openai", "APITimeoutError", _F.TIMEOUT),
+    ("openai", "APIConnectionError", _F.CONNECTION),
+    ("openai", "ContentFilterFinishReasonError", _F.REFUSED),
+    ("openai", "LengthFinishReasonError", _F.TRUNCATED),
+    ("openai", "APIResponseValidationError", _F.SCHEMA_INVALID),
+    ("anthropic", "APITimeoutError", _F.TIMEOUT),
+    ("anthropic", "APIConnectionError", _F.CONNECTION),
+    ("anthropic", "APIResponseValidationError", _F.SCHEMA_INVALID),
+    ("httpx", "TimeoutException", _F.TIMEOUT),
+    ("httpx", "TransportError", _F.CONNECTION),
+)
+
+_STATUS: dict[int, FailureClass] = {
+    400: _F.BAD_REQUEST,
+    401: _F.AUTH,
+    403: _F.AUTH,
+    404: _F.BAD_REQUEST,
+    408: _F.TIMEOUT,
+    409: _F.UNAVAILABLE,
+    413: _F.BAD_REQUEST,
+    422: _F.BAD_REQUEST,
+    429: _F.RATE_LIMITED,
+    500: _F.UNAVAILABLE,
+    502: _F.UNAVAILABLE,
+    503: _F.UNAVAILABLE,
+    504: _F.TIMEOUT,
+    529: _F.OVERLOADED,
+}
+
+# Anthropic names the error in the body; an overloaded_error may come as 529 or 503.
+_ERROR_BODY_TYPES: dict[str, FailureClass] = {
+    "overloaded_error": _F.OVERLOADED,
+    "rate_limit_error": _F.RATE_LIMITED,
+    "authentication_error": _F.AUTH,
+    "permission_error": _F.AUTH,
+    "invalid_request_error": _F.BAD_REQUEST,
+    "not_found_error": _F.BAD_REQUEST,
+    "request_too_large": _F.BAD_REQUEST,
+    "api_error": _F.UNAVAILABLE,
+}
+
+
+def _resolve(module: str, path: str) -> type[BaseException] | None:
+    target: Any = sys.modules.get(module)
+    if target is None:
+        return None
+    for part in path.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return None
+    return target if isinstance(target, type) and issubclass(target, BaseException) else None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _status_class(exc: BaseException) -> FailureClass | None:
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        return None
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error")
+        kind = error.get("type") if isinstance(error, dict) else None
+        if isinstance(kind, str) and kind in _ERROR_BODY_TYPES and status >= 500:
+            return _ERROR_BODY_TYPES[kind]
+    if status in _STATUS:
+        return _STATUS[status]
+    if status >= 500:
+        return _F.UNAVAILABLE
+    return _F.BAD_REQUEST if 400 <= status < 500 else None
+
+
+def classify_exception(exc: BaseException) -> FailureClass:
+    """The failure class of ``exc``, looking through wrappers such as InstructorRetryException."""
+    for link in _chain(exc):
+        if isinstance(link, StepFailed):
+            return link.failure
+        if isinstance(link, ValidationError | json.JSONDecodeError):
+            return _F.SCHEMA_INVALID
+        for module, path, failure in _EXCEPTIONS:
+            cls = _resolve(module, path)
+            if cls is not None and isinstance(link, cls):
+                return failure
+        status = _status_class(link)
+        if status is not None:
+            return status
+    return _F.UNKNOWN
+
+
+def classify_response(response: Any) -> FailureClass | None:
+    """A failure signalled in a successful HTTP response's fields, or ``None``.
+
+    OpenAI: ``finish_reason`` content_filter or ``message.refusal`` -> refused,
+    ``finish_reason`` length -> truncated. Anthropic: ``stop_reason`` refusal
+    -> refused, max_tokens -> truncated.
+    """
+    choices = getattr(response, "choices", None)
+    if choices:
+        choice = choices[0]
+        if choice.finish_reason == "content_filter":
+            return _F.REFUSED
+        if getattr(choice.message, "refusal", None):
+            return _F.REFUSED
+        if choice.finish_reason == "length":
+            return _F.TRUNCATED
+        return None
+    stop_reason = getattr(response, "stop_reason", None)
+    if stop_reason == "refusal":
+        return _F.REFUSED
+    if stop_reason == "max_tokens":
+        return _F.TRUNCATED
+    return None
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The wait a 429/529/503 asked for (``retry-after-ms`` wins over ``retry-after``)."""
+    for link in _chain(exc):
+        response = getattr(link, "response", None)
+        headers = getattr(response, "headers", None)
+        if headers is None:
+            continue
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            try:
+                return max(0.0, float(millis) / 1000)
+            except ValueError:
+                pass
+        value = headers.get("retry-after")
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                continue
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return None

@@ -1,0 +1,125 @@
+"""Stepline's errors: one tree, with the failure class carried as data.
+
+    StepLineError
+    ├── ConfigError ........... the catalog or settings file is wrong (an operator fix)
+    ├── DefinitionError ....... a step or workflow is declared wrongly (a developer fix)
+    ├── InputError ............ a workflow's input does not match its input model
+    └── StepFailed ............ a step ran and did not produce a valid output;
+                                ``failure`` says why, as a ``FailureClass``
+
+A step failure is never a subclass per cause: callers branch on
+``StepFailed.failure`` (an enum stored on every failed attempt), so the
+taxonomy lives in exactly one place, ``FailureClass``, and the mapping from
+SDK exceptions and response fields to it lives in ``steps.classify``.
+
+Errors define ``__reduce__`` so they survive pickling: Prefect may move an
+exception between threads or processes, and keyword-only constructors do not
+round-trip through the default pickle protocol.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DefinitionError",
+    "FailureClass",
+    "InputError",
+    "StepFailed",
+    "StepLineError",
+    "TRANSIENT_FAILURES",
+]
+
+
+class FailureClass(StrEnum):
+    """Why one attempt at a step failed; stored on every failed attempt."""
+
+    RATE_LIMITED = "rate_limited"
+    """HTTP 429: the provider asked us to slow down (may carry retry-after)."""
+    OVERLOADED = "overloaded"
+    """HTTP 529 / overloaded_error: the provider is up but shedding load."""
+    UNAVAILABLE = "unavailable"
+    """HTTP 5xx: the provider or model is down."""
+    TIMEOUT = "timeout"
+    """No complete response within the client's timeout."""
+    CONNECTION = "connection"
+    """The connection failed or was reset before a response arrived."""
+    SCHEMA_INVALID = "schema_invalid"
+    """The model answered, but not with JSON matching the output model."""
+    TRUNCATED = "truncated"
+    """The model stopped at its token limit (finish_reason length / max_tokens)."""
+    REFUSED = "refused"
+    """The model refused, or a content filter blocked the answer."""
+    AUTH = "auth"
+    """HTTP 401/403 or a missing API key."""
+    BAD_REQUEST = "bad_request"
+    """HTTP 400/404/422 or a request the model cannot serve (e.g. unsupported mode)."""
+    UNKNOWN = "unknown"
+    """Anything not mapped above; kept so that no failure is ever dropped."""
+
+
+TRANSIENT_FAILURES: frozenset[FailureClass] = frozenset(
+    {
+        FailureClass.RATE_LIMITED,
+        FailureClass.OVERLOADED,
+        FailureClass.UNAVAILABLE,
+        FailureClass.TIMEOUT,
+        FailureClass.CONNECTION,
+    }
+)
+"""Failures worth retrying on the same model after a wait."""
+
+
+class StepLineError(Exception):
+    """Base of every error Stepline raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.__dict__))
+
+
+def _rebuild(cls: type[StepLineError], state: dict[str, Any]) -> StepLineError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message", ""))
+    error.__dict__.update(state)
+    return error
+
+
+class ConfigError(StepLineError):
+    """The catalog or settings are invalid; the message names the file, key and fix."""
+
+
+class DefinitionError(StepLineError):
+    """A step or workflow definition is inconsistent (raised at import/registration)."""
+
+
+class InputError(StepLineError):
+    """A workflow input is not valid JSON or does not match the input model."""
+
+
+class StepFailed(StepLineError):
+    """A step ended without a valid output.
+
+    ``raw_output`` keeps the model's text exactly as received (``None`` when
+    no response arrived), so an operator can compare it with the schema.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str,
+        failure: FailureClass,
+        attempt_id: str | None = None,
+        raw_output: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.step = step
+        self.failure = failure
+        self.attempt_id = attempt_id
+        self.raw_output = raw_output

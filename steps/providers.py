@@ -1,0 +1,229 @@
+"""Authenticated Instructor clients, one per catalog model, built once per process.
+
+Every client has its SDK's own retries disabled (``max_retries=0``): Stepline
+records each request as an attempt and decides retries itself, so the SDKs'
+hidden retries would both stack and go unrecorded.
+
+The HTTP response body of every request is captured byte-for-byte (an httpx
+response hook) into the caller's ``capture_bodies()`` list, so that a failed
+attempt can be stored exactly as the provider sent it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from steps.errors import ConfigError
+from steps.settings import ModelConfig, ProviderConfig, ProviderKind, StructuredMode, default_gguf_path
+
+if TYPE_CHECKING:
+    import instructor
+
+__all__ = ["ModelClient", "ProviderPool", "capture_bodies"]
+
+_BODIES: ContextVar[list[bytes] | None] = ContextVar("stepline_raw_bodies", default=None)
+
+
+@contextmanager
+def capture_bodies() -> Iterator[list[bytes]]:
+    """Collect the raw HTTP response bodies received in this context."""
+    bodies: list[bytes] = []
+    token = _BODIES.set(bodies)
+    try:
+        yield bodies
+    finally:
+        _BODIES.reset(token)
+
+
+def _record_body(response: httpx.Response) -> None:
+    bodies = _BODIES.get()
+    if bodies is not None:
+        response.read()
+        bodies.append(response.content)
+
+
+@dataclass(frozen=True)
+class ModelClient:
+    """An Instructor client bound to one catalog model, plus how to call it."""
+
+    model_id: str
+    config: ModelConfig
+    provider_id: str
+    provider: ProviderConfig
+    client: instructor.Instructor
+    embedded: bool
+
+    def request_kwargs(self, sampling: dict[str, Any]) -> dict[str, Any]:
+        """Model name and the sampling values this provider's API accepts.
+
+        Anthropic's Messages API (SDK 2.x) takes no temperature, top_p or seed;
+        only max_tokens (required) is sent there. Each attempt records the
+        values actually sent, so the difference is visible, not hidden.
+        """
+        kwargs: dict[str, Any] = {"model": self.config.model}
+        if self.provider.kind is ProviderKind.ANTHROPIC:
+            kwargs["max_tokens"] = sampling.get("max_tokens") or 1024
+            return kwargs
+        for name in ("temperature", "top_p", "max_tokens", "seed"):
+            if sampling.get(name) is not None:
+                kwargs[name] = sampling[name]
+        return kwargs
+
+
+class ProviderPool:
+    """Builds and caches one client per model id; thread-safe."""
+
+    def __init__(self, providers: dict[str, ProviderConfig], models: dict[str, ModelConfig]) -> None:
+        self._providers = providers
+        self._models = models
+        self._clients: dict[str, ModelClient] = {}
+        self._closers: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every SDK client's connection pool (idempotent)."""
+        with self._lock:
+            for close in self._closers:
+                close()
+            self._closers.clear()
+            self._clients.clear()
+
+    def get(self, model_id: str) -> ModelClient:
+        client = self._clients.get(model_id)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(model_id)
+                if client is None:
+                    client = self._build(model_id)
+                    self._clients[model_id] = client
+        return client
+
+    def _build(self, model_id: str) -> ModelClient:
+        import instructor
+
+        config = self._models[model_id]
+        provider = self._providers[config.provider]
+        mode_of = _modes()[provider.kind]
+        if config.structured_mode not in mode_of:
+            raise ConfigError(
+                f"models.{model_id}: structured_mode {config.structured_mode.value!r} is not "
+                f"supported by {provider.kind.value} providers (use one of "
+                f"{sorted(m.value for m in mode_of)})"
+            )
+        mode = mode_of[config.structured_mode]
+        key = provider.api_key()
+        if provider.api_key_env and not key:
+            raise ConfigError(
+                f"models.{model_id} needs an API key: set the environment variable "
+                f"{provider.api_key_env}"
+            )
+        client: instructor.Instructor
+        if provider.kind is ProviderKind.ANTHROPIC:
+            import anthropic
+
+            sdk_anthropic = anthropic.Anthropic(
+                api_key=key or "unused",
+                base_url=provider.base_url,
+                max_retries=0,
+                timeout=provider.timeout_s,
+                http_client=anthropic.DefaultHttpxClient(event_hooks={"response": [_record_body]}),
+            )
+            self._closers.append(sdk_anthropic.close)
+            client = instructor.from_anthropic(sdk_anthropic, mode=mode)
+        elif provider.kind is ProviderKind.EMBEDDED:
+            create = _llama_create(config)
+            client = instructor.Instructor(
+                client=None,
+                create=instructor.patch(create=create, mode=mode),
+                mode=mode,
+            )
+        else:
+            import openai
+
+            sdk_openai = openai.OpenAI(
+                api_key=key or "unused",
+                base_url=provider.base_url,
+                max_retries=0,
+                timeout=provider.timeout_s,
+                http_client=openai.DefaultHttpxClient(event_hooks={"response": [_record_body]}),
+            )
+            self._closers.append(sdk_openai.close)
+            client = instructor.from_openai(sdk_openai, mode=mode)
+        return ModelClient(
+            model_id=model_id,
+            config=config,
+            provider_id=config.provider,
+            provider=provider,
+            client=client,
+            embedded=provider.kind is ProviderKind.EMBEDDED,
+        )
+
+
+def _modes() -> dict[ProviderKind, dict[StructuredMode, Any]]:
+    from instructor import Mode
+
+    openai_modes = {
+        StructuredMode.TOOLS: Mode.TOOLS,
+        StructuredMode.JSON_SCHEMA: Mode.JSON_SCHEMA,
+        StructuredMode.JSON: Mode.JSON,
+    }
+    return {
+        ProviderKind.OPENAI: openai_modes,
+        ProviderKind.OPENAI_COMPATIBLE: openai_modes,
+        ProviderKind.ANTHROPIC: {
+            StructuredMode.TOOLS: Mode.ANTHROPIC_TOOLS,
+            StructuredMode.JSON: Mode.ANTHROPIC_JSON,
+        },
+        # llama.cpp decodes under a grammar built from the JSON schema.
+        ProviderKind.EMBEDDED: {StructuredMode.JSON_SCHEMA: Mode.JSON_SCHEMA},
+    }
+
+
+def _llama_create(config: ModelConfig) -> Callable[..., Any]:
+    """An OpenAI-shaped ``create`` over an in-process llama.cpp model.
+
+    Written by hand because Instructor has no llama-cpp-python provider: it
+    translates the OpenAI ``response_format`` Instructor sends into
+    llama.cpp's ``json_object`` + ``schema`` (grammar-constrained decoding)
+    and returns an OpenAI ``ChatCompletion``. llama.cpp contexts are not
+    thread-safe, so calls are serialised by a lock.
+    """
+    from llama_cpp import Llama
+    from openai.types.chat import ChatCompletion
+
+    path = config.gguf_path or default_gguf_path()
+    if not path.is_file():
+        raise ConfigError(f"embedded model file {path} does not exist; fix gguf_path in the catalog")
+    llama = Llama(
+        model_path=str(path),
+        n_ctx=config.context_window,
+        n_threads=max(1, os.cpu_count() or 1),
+        verbose=False,
+    )
+    lock = threading.Lock()
+
+    def create(**kwargs: Any) -> ChatCompletion:
+        response_format = kwargs.pop("response_format", None)
+        if response_format and response_format.get("type") == "json_schema":
+            schema = response_format["json_schema"]["schema"]
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        kwargs.pop("model", None)
+        kwargs.pop("timeout", None)
+        with lock:
+            result = llama.create_chat_completion(**kwargs)
+        completion = ChatCompletion.model_validate(result)
+        bodies = _BODIES.get()
+        if bodies is not None:
+            bodies.append(json.dumps(result, ensure_ascii=False).encode())
+        return completion
+
+    return create

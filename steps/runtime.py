@@ -1,0 +1,308 @@
+"""Runs one step: route, render, call through Instructor, and report every attempt.
+
+Instructor performs the re-asks after a schema failure; its hooks tell us
+where each request starts and ends, so that every request (the first one and
+each re-ask) becomes its own ``AttemptRecord`` handed to the ``AttemptSink``
+as soon as it ends. The sink persists it, so a crash loses no finished
+attempt. This module knows nothing about databases or Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from steps.classify import classify_exception, classify_response, retry_after_seconds
+from steps.definition import Prompt, Step
+from steps.errors import DefinitionError, FailureClass, StepFailed
+from steps.providers import ModelClient, ProviderPool, capture_bodies
+from steps.routing import Route, choose_route
+from steps.settings import Settings
+
+__all__ = ["AttemptRecord", "AttemptSink", "StepExecutor", "validation_errors"]
+
+OutT = TypeVar("OutT", bound=BaseModel)
+
+
+@dataclass
+class AttemptRecord:
+    """One request to a model and what came of it."""
+
+    step: str
+    attempt_number: int
+    model_id: str
+    provider: str
+    provider_model: str
+    routing_reason: str
+    prompt_version_id: str
+    sampling: dict[str, Any]
+    request_messages: list[dict[str, Any]]
+    started_at: datetime
+    finished_at: datetime | None = None
+    latency_ms: float | None = None
+    raw_output: str | None = None
+    raw_response: str | None = None
+    parsed_output: dict[str, Any] | None = None
+    expected_schema: dict[str, Any] | None = None
+    failure: FailureClass | None = None
+    error_message: str | None = None
+    validation_errors: list[dict[str, Any]] | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    retry_after_s: float | None = None
+    response_failure: FailureClass | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+class AttemptSink(Protocol):
+    """Where attempts go as they end (storage implements it; tests may too)."""
+
+    def prompt_version(self, step: str, prompt: Prompt) -> str:
+        """The id of the PromptVersion for this exact prompt text (created if new)."""
+        ...
+
+    def attempt_finished(self, record: AttemptRecord) -> str:
+        """Persist ``record`` durably before returning its id."""
+        ...
+
+
+def validation_errors(exc: BaseException, raw: str | None) -> list[dict[str, Any]]:
+    """Errors as ``{path, message, input}``, with JSON-path-like paths (``$.a[0].b``)."""
+    if isinstance(exc, ValidationError):
+        found = []
+        for err in exc.errors():
+            path = "$"
+            for part in err["loc"]:
+                path += f"[{part}]" if isinstance(part, int) else f".{part}"
+            found.append({"path": path, "message": err["msg"], "input": _json_safe(err.get("input"))})
+        return found
+    return [{"path": "$", "message": str(exc), "input": raw}]
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _output_text(response: Any) -> str | None:
+    """The model's answer as text exactly as it arrived in the response fields."""
+    choices = getattr(response, "choices", None)
+    if choices:
+        message = choices[0].message
+        if message.tool_calls:
+            return str(message.tool_calls[0].function.arguments)
+        if message.content is not None:
+            return str(message.content)
+        return str(message.refusal) if message.refusal else None
+    content = getattr(response, "content", None)
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if getattr(block, "type", None) == "tool_use":
+                parts.append(json.dumps(block.input, ensure_ascii=False))
+            elif getattr(block, "type", None) == "text":
+                parts.append(block.text)
+        return "".join(parts)
+    return None
+
+
+def _usage(response: Any) -> tuple[int | None, int | None]:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return None, None
+    tokens_in = getattr(usage, "prompt_tokens", None)
+    if tokens_in is None:
+        tokens_in = getattr(usage, "input_tokens", None)
+    tokens_out = getattr(usage, "completion_tokens", None)
+    if tokens_out is None:
+        tokens_out = getattr(usage, "output_tokens", None)
+    return tokens_in, tokens_out
+
+
+class _Attempts:
+    """Turns Instructor's hook events for one step call into attempt records."""
+
+    def __init__(
+        self,
+        step: Step[Any, Any],
+        client: ModelClient,
+        route: Route,
+        version_id: str,
+        sink: AttemptSink,
+        bodies: list[bytes],
+    ) -> None:
+        self.step = step
+        self.client = client
+        self.route = route
+        self.version_id = version_id
+        self.sink = sink
+        self.bodies = bodies
+        self.count = 0
+        self.pending: AttemptRecord | None = None
+        self.last: AttemptRecord | None = None
+        self._t0 = 0.0
+        self._bodies_seen = 0
+
+    # Instructor hook handlers -------------------------------------------------
+
+    def on_kwargs(self, *args: Any, **kwargs: Any) -> None:
+        self.count += 1
+        self._t0 = time.perf_counter()
+        self._bodies_seen = len(self.bodies)
+        sampling = {k: kwargs[k] for k in ("temperature", "top_p", "max_tokens", "seed") if k in kwargs}
+        messages = list(kwargs.get("messages") or [])
+        if kwargs.get("system"):
+            messages.insert(0, {"role": "system", "content": kwargs["system"]})
+        self.pending = AttemptRecord(
+            step=self.step.name,
+            attempt_number=self.count,
+            model_id=self.client.model_id,
+            provider=self.client.provider_id,
+            provider_model=self.client.config.model,
+            routing_reason=self.route.reason,
+            prompt_version_id=self.version_id,
+            sampling=sampling,
+            request_messages=_json_safe(messages),
+            started_at=datetime.now(UTC),
+        )
+
+    def on_response(self, response: Any) -> None:
+        record = self.pending
+        if record is None:
+            return
+        self._stamp(record)
+        record.raw_output = _output_text(response)
+        record.tokens_in, record.tokens_out = _usage(response)
+        if record.tokens_in is not None or record.tokens_out is not None:
+            record.cost_usd = self.client.config.cost(record.tokens_in or 0, record.tokens_out or 0)
+        record.response_failure = classify_response(response)
+
+    def on_parse_error(self, error: Exception, **_: Any) -> None:
+        if self.pending is not None:
+            self.fail(error, FailureClass.SCHEMA_INVALID)
+
+    def on_completion_error(self, error: Exception, **_: Any) -> None:
+        if self.pending is not None:
+            self.fail(error, classify_exception(error))
+
+    # Outcomes -------------------------------------------------------------------
+
+    def _stamp(self, record: AttemptRecord) -> None:
+        if record.finished_at is None:
+            record.finished_at = datetime.now(UTC)
+            record.latency_ms = (time.perf_counter() - self._t0) * 1000
+        if len(self.bodies) > self._bodies_seen and record.raw_response is None:
+            record.raw_response = self.bodies[-1].decode("utf-8", errors="replace")
+
+    def fail(self, error: BaseException, failure: FailureClass | None = None) -> AttemptRecord:
+        record = self.pending
+        assert record is not None
+        self.pending = None
+        self._stamp(record)
+        record.failure = record.response_failure or failure or classify_exception(error)
+        record.error_message = str(error)[:2000]
+        record.expected_schema = self.step.output_schema()
+        if record.failure is FailureClass.SCHEMA_INVALID:
+            record.validation_errors = validation_errors(_root_parse_error(error), record.raw_output)
+        record.retry_after_s = retry_after_seconds(error)
+        self.sink.attempt_finished(record)
+        self.last = record
+        return record
+
+    def succeed(self, output: BaseModel) -> None:
+        record = self.pending
+        assert record is not None
+        self.pending = None
+        self._stamp(record)
+        record.parsed_output = output.model_dump(mode="json")
+        self.sink.attempt_finished(record)
+        self.last = record
+
+
+def _root_parse_error(error: BaseException) -> BaseException:
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, ValidationError | json.JSONDecodeError):
+            return current
+        current = current.__cause__
+    return error
+
+
+def _as_declared(output: BaseModel, model: type[OutT]) -> OutT:
+    """The validated output as an instance of the step's own output model.
+
+    Instructor returns an instance of a subclass it derived from the model,
+    with the raw completion attached; that would make equal outputs compare
+    unequal and drag whole responses into downstream steps. The values were
+    validated already, so they are copied over without validating again.
+    """
+    fields = {name: getattr(output, name) for name in model.model_fields}
+    return model.model_construct(_fields_set=output.model_fields_set, **fields)
+
+
+class StepExecutor:
+    """Executes steps against the catalog; one per process, shared by all flows."""
+
+    def __init__(self, settings: Settings, pool: ProviderPool | None = None) -> None:
+        self.settings = settings
+        self.pool = pool or ProviderPool(settings.providers, settings.models)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def run(self, step: Step[Any, OutT], inputs: BaseModel, sink: AttemptSink) -> OutT:
+        """Return the validated output, or raise ``StepFailed`` after recording every attempt."""
+        from instructor.core.hooks import Hooks
+
+        if not isinstance(inputs, step.input_model):
+            raise DefinitionError(
+                f"step {step.name!r} takes {step.input_model.__name__}, "
+                f"got {type(inputs).__name__}"
+            )
+        route = choose_route(step, self.settings)
+        client = self.pool.get(route.model_id)
+        messages = step.prompt.render(inputs)
+        sampling = step.effective_sampling.model_dump()
+        version_id = sink.prompt_version(step.name, step.prompt)
+
+        with capture_bodies() as bodies:
+            attempts = _Attempts(step, client, route, version_id, sink, bodies)
+            hooks = Hooks()
+            hooks.on("completion:kwargs", attempts.on_kwargs)
+            hooks.on("completion:response", attempts.on_response)
+            hooks.on("parse:error", attempts.on_parse_error)
+            hooks.on("completion:error", attempts.on_completion_error)
+            try:
+                output = client.client.create(
+                    messages=messages,  # type: ignore[arg-type]
+                    response_model=step.output_model,
+                    max_retries=step.max_reasks,
+                    hooks=hooks,
+                    **client.request_kwargs(sampling),
+                )
+            except Exception as exc:
+                if attempts.pending is not None:
+                    attempts.fail(exc)
+                last = attempts.last
+                failure = last.failure if last and last.failure else classify_exception(exc)
+                raise StepFailed(
+                    f"step {step.name!r} failed on {route.model_id} after {attempts.count} "
+                    f"attempt(s): {failure.value}: {str(exc)[:300]}",
+                    step=step.name,
+                    failure=failure,
+                    raw_output=last.raw_output if last else None,
+                ) from exc
+            attempts.succeed(output)
+        return _as_declared(output, step.output_model)

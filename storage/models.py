@@ -1,0 +1,153 @@
+"""The persisted record: workflow instances, step runs, attempts, prompt versions.
+
+Tables are created and upgraded only by the Alembic migrations in
+``storage/migrations``; these classes describe the same schema for queries.
+Enumerated values (status, failure class) are stored as plain strings so
+that storage does not depend on the step runtime's types.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+__all__ = ["Attempt", "InstanceStatus", "PromptVersion", "StepRun", "StepRunStatus", "WorkflowInstance"]
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(JSONType, nullable=nullable))
+
+
+def _time(nullable: bool = True, index: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index),
+    )
+
+
+class InstanceStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class StepRunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class WorkflowInstance(SQLModel, table=True):
+    __tablename__ = "workflow_instance"
+    __table_args__ = (Index("ix_instance_status_created", "status", "created_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    workflow: str = Field(index=True, max_length=100)
+    input: Any = _json(nullable=False)
+    status: str = Field(default=InstanceStatus.RUNNING.value, max_length=20)
+    owner: str = Field(max_length=200)
+    flow_run_id: str | None = Field(default=None, max_length=64)
+    output: Any = _json()
+    failed_step: str | None = Field(default=None, max_length=100)
+    failure_class: str | None = Field(default=None, max_length=32)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    finished_at: datetime | None = _time()
+
+
+class PromptVersion(SQLModel, table=True):
+    __tablename__ = "prompt_version"
+    __table_args__ = (UniqueConstraint("step", "content_hash", name="uq_prompt_step_hash"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    step: str = Field(index=True, max_length=100)
+    content_hash: str = Field(max_length=64)
+    system: str = Field(sa_column=Column(Text, nullable=False))
+    template: str = Field(sa_column=Column(Text, nullable=False))
+    author: str = Field(max_length=200)
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class StepRun(SQLModel, table=True):
+    """One execution of a step within an instance (``index`` counts repeats, e.g. per clause)."""
+
+    __tablename__ = "step_run"
+    __table_args__ = (UniqueConstraint("instance_id", "step", "index", name="uq_step_run_key"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    instance_id: str = Field(foreign_key="workflow_instance.id", index=True, max_length=32)
+    step: str = Field(max_length=100)
+    index: int = 0
+    status: str = Field(default=StepRunStatus.RUNNING.value, max_length=20)
+    model_id: str | None = Field(default=None, max_length=100)
+    input: Any = _json()
+    output: Any = _json()
+    failure_class: str | None = Field(default=None, max_length=32)
+    attempts: int = 0
+    started_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    finished_at: datetime | None = _time()
+
+
+class Attempt(SQLModel, table=True):
+    """One request to a model: what was sent, what came back byte-for-byte, and the verdict."""
+
+    __tablename__ = "attempt"
+    __table_args__ = (
+        UniqueConstraint("step_run_id", "attempt_number", name="uq_attempt_number"),
+        Index("ix_attempt_failure_started", "failure_class", "started_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    instance_id: str = Field(foreign_key="workflow_instance.id", index=True, max_length=32)
+    step_run_id: str = Field(foreign_key="step_run.id", index=True, max_length=32)
+    step: str = Field(max_length=100)
+    attempt_number: int
+    provider: str = Field(max_length=100)
+    model_id: str = Field(max_length=100)
+    provider_model: str = Field(max_length=200)
+    routing_reason: str | None = Field(default=None, sa_column=Column(Text))
+    prompt_version_id: str = Field(foreign_key="prompt_version.id", max_length=32)
+    sampling: Any = _json()
+    request_messages: Any = _json()
+    raw_output: str | None = Field(default=None, sa_column=Column(Text))
+    raw_response: str | None = Field(default=None, sa_column=Column(Text))
+    parsed_output: Any = _json()
+    expected_schema: Any = _json()
+    failure_class: str | None = Field(default=None, max_length=32)
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    validation_errors: Any = _json()
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    retry_after_s: float | None = None
+    started_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    finished_at: datetime | None = _time()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from steps.classify import classify_exception, classify_response, retry_after_seconds
 from steps.definition import Prompt, Step
@@ -252,6 +253,26 @@ def _as_declared(output: BaseModel, model: type[OutT]) -> OutT:
     return model.model_construct(_fields_set=output.model_fields_set, **fields)
 
 
+def _reask_policy(max_reasks: int, attempts: _Attempts) -> Retrying:
+    """Instructor's re-ask loop, limited to genuine schema failures.
+
+    Instructor re-asks on any parse error, but a refusal or a content-filter
+    stop also fails to parse: re-asking would launder a refusal into an
+    answer, and a truncated answer only gets truncated again. The attempt
+    that just ended (already classified by the hooks) decides.
+    """
+
+    def schema_failure(exc: BaseException) -> bool:
+        last = attempts.last
+        return last is not None and last.failure is FailureClass.SCHEMA_INVALID
+
+    return Retrying(
+        stop=stop_after_attempt(max_reasks + 1),
+        retry=retry_if_exception(schema_failure),
+        reraise=True,
+    )
+
+
 class StepExecutor:
     """Executes steps against the catalog; one per process, shared by all flows."""
 
@@ -288,7 +309,7 @@ class StepExecutor:
                 output = client.client.create(
                     messages=messages,  # type: ignore[arg-type]
                     response_model=step.output_model,
-                    max_retries=step.max_reasks,
+                    max_retries=_reask_policy(step.max_reasks, attempts),
                     hooks=hooks,
                     **client.request_kwargs(sampling),
                 )

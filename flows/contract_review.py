@@ -102,8 +102,9 @@ extract_clauses: Step[ContractInput, ExtractedClauses] = Step(
     output_model=ExtractedClauses,
     prompt=Prompt(
         system=(
-            "You extract the clauses of a contract. Return each clause once, with a short id "
-            "(c1, c2, ...), a heading of a few words, and its wording shortened to one sentence."
+            "You extract the numbered clauses of a contract as JSON. For each clause give "
+            'clause_id ("c" and its number: c1, c2, ...), heading (the clause\'s title, a few '
+            "words) and text (its wording, copied or shortened to one sentence)."
         ),
         user="Contract: $title\n\n$text",
     ),
@@ -118,8 +119,8 @@ assess_risk: Step[ClauseToAssess, RiskAssessment] = Step(
     output_model=RiskAssessment,
     prompt=Prompt(
         system=(
-            "You are a contracts lawyer reviewing a clause for the customer. Rate its risk as "
-            "low, medium or high, and give one short sentence explaining why."
+            "You are a contracts lawyer reviewing one clause for the customer. Answer with "
+            "risk_level (low, medium or high) and reason (one short sentence saying why)."
         ),
         user="Contract: $contract_title\nClause $clause_id ($heading): $text",
     ),
@@ -134,8 +135,9 @@ summarize: Step[SummaryRequest, ReviewSummary] = Step(
     output_model=ReviewSummary,
     prompt=Prompt(
         system=(
-            "You write a short summary of a contract review for the reviewer: overall risk, "
-            "and the clauses that need their attention."
+            "You summarise a contract review for the reviewer. Answer with summary (at most "
+            "three sentences), risk_level (the overall risk: low, medium or high) and "
+            "flagged_clauses (the clause_id and a short reason for each medium or high clause)."
         ),
         user="Contract: $contract_title\nClause assessments (JSON): $assessments",
     ),

@@ -76,6 +76,10 @@ def run(
     """Run one workflow instance now and print its typed result as JSON."""
     payload, where = _read_input(input)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Without PREFECT_API_URL, Prefect starts a temporary API server in this process;
+    # on a cold 2-core machine that can take longer than Prefect's default wait.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with err.status("loading workflows…"):
         from flows.engine import Runtime, parse_input, run_workflow
         from flows.registry import get_workflow
@@ -102,6 +106,8 @@ def run(
             result = run_workflow(chosen, payload, runtime, owner=owner, where=where, on_step=on_step)
         except ConfigError as exc:
             _fail(str(exc))
+        except Exception as exc:  # recorded on the instance as failed/unknown by run_workflow
+            _fail(f"the workflow could not run: {type(exc).__name__}: {exc}", code=1)
     if result.status is InstanceStatus.COMPLETED and result.output is not None:
         out.print_json(result.output.model_dump_json())
         err.print(f"instance {result.instance_id} completed ({calls} step calls)")

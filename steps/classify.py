@@ -2,9 +2,11 @@
 
 Two tables, most specific first:
 
-- ``_EXCEPTIONS``: exception types (ours, Instructor's, pydantic's, the
-  openai and anthropic SDKs', httpx's) to a class;
-- ``_STATUS``: HTTP status codes of ``APIStatusError`` to a class.
+- ``_STATUS``: HTTP status codes of ``APIStatusError`` to a class (checked
+  first: every SDK status error carries its code), refined by the error type
+  Anthropic names in the body (``overloaded_error``...);
+- ``_EXCEPTIONS``: other exception types (Instructor's, the openai and
+  anthropic SDKs', httpx's) to a class.
 
 Response fields (``finish_reason``, ``refusal``, ``stop_reason``) are read by
 ``classify_response``. ``tests/test_classify.py`` fails if a public SDK
@@ -44,6 +46,12 @@ _EXCEPTIONS: tuple[tuple[str, str, FailureClass], ...] = (
     ("anthropic", "APITimeoutError", _F.TIMEOUT),
     ("anthropic", "APIConnectionError", _F.CONNECTION),
     ("anthropic", "APIResponseValidationError", _F.SCHEMA_INVALID),
+    ("anthropic", "CredentialsError", _F.AUTH),
+    ("anthropic", "WorkloadIdentityError", _F.AUTH),
+    ("anthropic", "RetryableError", _F.UNAVAILABLE),
+    # The SDKs (openai 3.x, anthropic 2.x) speak httpx2; plain httpx for other clients.
+    ("httpx2", "TimeoutException", _F.TIMEOUT),
+    ("httpx2", "TransportError", _F.CONNECTION),
     ("httpx", "TimeoutException", _F.TIMEOUT),
     ("httpx", "TransportError", _F.CONNECTION),
 )
@@ -122,13 +130,13 @@ def classify_exception(exc: BaseException) -> FailureClass:
             return link.failure
         if isinstance(link, ValidationError | json.JSONDecodeError):
             return _F.SCHEMA_INVALID
+        status = _status_class(link)
+        if status is not None:
+            return status
         for module, path, failure in _EXCEPTIONS:
             cls = _resolve(module, path)
             if cls is not None and isinstance(link, cls):
                 return failure
-        status = _status_class(link)
-        if status is not None:
-            return status
     return _F.UNKNOWN
 
 

@@ -1,0 +1,147 @@
+"""Every SDK exception maps to a failure class; response fields are read, not string-matched."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from steps.classify import classify_exception, classify_response, retry_after_seconds
+from steps.errors import FailureClass
+
+
+def status_error(module: object, status: int, body: object = None, headers: dict[str, str] | None = None) -> Exception:
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/x")
+    response = httpx2.Response(status, request=request, headers=headers or {}, json=body or {})
+    return module.APIStatusError("boom", response=response, body=body)  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.mark.parametrize("module", [openai, anthropic])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (400, FailureClass.BAD_REQUEST),
+        (401, FailureClass.AUTH),
+        (403, FailureClass.AUTH),
+        (404, FailureClass.BAD_REQUEST),
+        (408, FailureClass.TIMEOUT),
+        (422, FailureClass.BAD_REQUEST),
+        (429, FailureClass.RATE_LIMITED),
+        (500, FailureClass.UNAVAILABLE),
+        (502, FailureClass.UNAVAILABLE),
+        (503, FailureClass.UNAVAILABLE),
+        (504, FailureClass.TIMEOUT),
+        (529, FailureClass.OVERLOADED),
+        (599, FailureClass.UNAVAILABLE),
+        (418, FailureClass.BAD_REQUEST),
+    ],
+)
+def test_status_codes(module: object, status: int, expected: FailureClass) -> None:
+    assert classify_exception(status_error(module, status)) is expected
+
+
+def test_anthropic_overloaded_body_wins_over_a_503() -> None:
+    body = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+    assert classify_exception(status_error(anthropic, 503, body)) is FailureClass.OVERLOADED
+
+
+def test_wrapped_errors_are_classified_by_their_cause() -> None:
+    try:
+        try:
+            raise status_error(openai, 429)
+        except Exception as inner:
+            raise RuntimeError("wrapper") from inner
+    except RuntimeError as outer:
+        assert classify_exception(outer) is FailureClass.RATE_LIMITED
+
+
+def test_parse_errors_are_schema_invalid() -> None:
+    class M(BaseModel):
+        x: int
+
+    with pytest.raises(ValidationError) as caught:
+        M.model_validate({"x": "nope"})
+    assert classify_exception(caught.value) is FailureClass.SCHEMA_INVALID
+    with pytest.raises(json.JSONDecodeError) as bad_json:
+        json.loads("{")
+    assert classify_exception(bad_json.value) is FailureClass.SCHEMA_INVALID
+
+
+def test_connection_and_timeout_errors() -> None:
+    request = httpx2.Request("POST", "http://127.0.0.1/")
+    assert classify_exception(openai.APITimeoutError(request=request)) is FailureClass.TIMEOUT
+    assert classify_exception(anthropic.APIConnectionError(request=request)) is FailureClass.CONNECTION
+    assert classify_exception(httpx2.ReadTimeout("slow", request=request)) is FailureClass.TIMEOUT
+    assert classify_exception(httpx2.ConnectError("reset", request=request)) is FailureClass.CONNECTION
+
+
+def test_unmapped_errors_are_unknown_not_dropped() -> None:
+    assert classify_exception(ZeroDivisionError()) is FailureClass.UNKNOWN
+
+
+# Exceptions the SDKs export that a chat/messages call cannot raise.
+NOT_RAISED_BY_CALLS = {
+    "InvalidWebhookSignatureError",
+    "APIWebhookValidationError",
+    "WebSocketConnectionClosedError",
+    "WebSocketQueueFullError",
+}
+
+
+@pytest.mark.parametrize("module", [openai, anthropic])
+def test_no_sdk_exception_is_left_unmapped(module: object) -> None:
+    """Fails when an SDK upgrade adds an exception the table does not place."""
+    from steps.classify import _EXCEPTIONS, _resolve
+
+    mapped = [c for m, p, _ in _EXCEPTIONS if (c := _resolve(m, p)) is not None]
+    status_base = module.APIStatusError  # type: ignore[attr-defined]
+    gaps = []
+    for name in dir(module):
+        cls = getattr(module, name)
+        if name.startswith("_") or name in NOT_RAISED_BY_CALLS:
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Exception)):
+            continue
+        if issubclass(cls, status_base) or name in {"APIError", "AnthropicError", "OpenAIError"}:
+            continue  # classified by status code; bases are abstract
+        if not any(issubclass(cls, c) for c in mapped):
+            gaps.append(name)
+    assert gaps == []
+
+
+def test_response_fields() -> None:
+    from openai.types.chat import ChatCompletion
+
+    def completion(finish: str, refusal: str | None = None) -> ChatCompletion:
+        return ChatCompletion.model_validate(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": finish,
+                        "message": {"role": "assistant", "content": None, "refusal": refusal},
+                    }
+                ],
+            }
+        )
+
+    assert classify_response(completion("content_filter")) is FailureClass.REFUSED
+    assert classify_response(completion("stop", refusal="no")) is FailureClass.REFUSED
+    assert classify_response(completion("length")) is FailureClass.TRUNCATED
+    assert classify_response(completion("stop")) is None
+
+
+def test_retry_after_headers() -> None:
+    assert retry_after_seconds(status_error(openai, 429, headers={"retry-after": "7"})) == 7.0
+    assert retry_after_seconds(status_error(openai, 429, headers={"retry-after-ms": "250", "retry-after": "9"})) == 0.25
+    assert retry_after_seconds(status_error(anthropic, 529)) is None
+    dated = retry_after_seconds(status_error(openai, 429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+    assert dated == 0.0

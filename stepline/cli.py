@@ -9,6 +9,7 @@ listing instances stays fast.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -72,6 +73,7 @@ def run(
     workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. contract-review.")],
     input: Annotated[str, typer.Option("--input", "-i", help="JSON file with the input, or - for stdin.")],
     owner: Annotated[str | None, typer.Option(help="Owner notified about this instance.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's and Instructor's logs.")] = False,
 ) -> None:
     """Run one workflow instance now and print its typed result as JSON."""
     payload, where = _read_input(input)
@@ -87,6 +89,11 @@ def run(
         from storage.db import StorageError
         from storage.models import InstanceStatus
 
+    if not verbose:
+        # A failed step is an outcome Stepline records in full (`stepline show`), not a crash:
+        # keep Prefect's task-failure tracebacks and Instructor's retry logs off the terminal.
+        for name in ("prefect", "instructor"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         chosen = get_workflow(workflow)
         parse_input(chosen, payload, where)
@@ -179,7 +186,8 @@ def show(
     out.print(f"flow run {inst.flow_run_id}  created {inst.created_at:%Y-%m-%d %H:%M:%S}", markup=False)
     if inst.failed_step:
         out.print(f"failed at {inst.failed_step}: {inst.failure_class}: {inst.error}", markup=False)
-    table = Table("step", "#", "model", "result", "tokens in/out", "cost $", "ms", "sampling")
+    table = Table("step", "#", "model", "result", "tokens", "cost $", "ms")
+    sampling: dict[str, str] = {}
     for a in detail.attempts:
         table.add_row(
             a.step,
@@ -189,9 +197,11 @@ def show(
             f"{a.tokens_in or 0}/{a.tokens_out or 0}",
             f"{a.cost_usd or 0:.6f}",
             f"{a.latency_ms or 0:.0f}",
-            json.dumps(a.sampling),
         )
+        sampling.setdefault(f"{a.step} on {a.model_id}", json.dumps(a.sampling))
     out.print(table)
+    for where, sent in sampling.items():
+        out.print(f"sampling sent for {where}: {sent}", markup=False)
     for a in detail.attempts:
         if a.failure_class:
             out.print(f"\n[bold]{a.step} attempt {a.attempt_number}: {a.failure_class}[/]")

@@ -1,0 +1,166 @@
+"""`stepline` as a user runs it: a subprocess, real files, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.servers import OpenAIServer, error
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "contracts" / "mutual-nda.json"
+
+
+@dataclass
+class Cli:
+    folder: Path
+    env: dict[str, str]
+
+    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stepline", *args],
+            cwd=self.folder,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+
+    @property
+    def database(self) -> Path:
+        return self.folder / "stepline.db"
+
+    def instance_count(self) -> int:
+        if not self.database.exists():
+            return 0
+        with sqlite3.connect(self.database) as conn:
+            return int(conn.execute("select count(*) from workflow_instance").fetchone()[0])
+
+
+@pytest.fixture
+def cli(tmp_path: Path, openai_server: OpenAIServer, prefect_harness: None) -> Iterator[Cli]:
+    from prefect.settings import PREFECT_API_URL
+
+    (tmp_path / "stepline.toml").write_text(
+        f"""
+[providers.cloud]
+kind = "openai"
+base_url = "{openai_server.base_url}"
+api_key_env = "STEPLINE_TEST_OPENAI_KEY"
+timeout_s = 5.0
+
+[models.small]
+provider = "cloud"
+model = "gpt-small"
+tier = "cheap"
+input_price = 0.1
+output_price = 0.4
+
+[models.big]
+provider = "cloud"
+model = "gpt-big"
+tier = "capable"
+input_price = 2.0
+output_price = 8.0
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPLINE_", "PREFECT_"))}
+    env.update(
+        STEPLINE_TEST_OPENAI_KEY="sk-test-cli-0123456789",
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    yield Cli(tmp_path, env)
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_run_prints_the_typed_result_and_show_lists_every_attempt(cli: Cli, openai_server: OpenAIServer) -> None:
+    result = cli("run", "contract-review", "--input", str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    review = json.loads(result.stdout)
+    assert review["title"] == json.loads(SAMPLE.read_text())["title"]
+    assert {"clauses", "summary"} <= review.keys()
+    calls = len(openai_server.requests)
+    assert calls == 2 + len(review["clauses"])  # extract, one assessment per clause, summary
+    models = [r.body["model"] for r in openai_server.requests]
+    assert models[0] == "gpt-small" and set(models[1:-1]) == {"gpt-big"}  # routed by tier
+
+    listed = cli("instances", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["status"] == "completed" and row["workflow"] == "contract-review"
+
+    shown = cli("show", row["id"][:8], "--json")
+    assert shown.returncode == 0, shown.stderr
+    record = json.loads(shown.stdout)
+    assert len(record["attempts"]) == calls
+    assert {a["model_id"] for a in record["attempts"]} == {"small", "big"}
+    assert all(a["prompt_version_id"] for a in record["attempts"])
+    assert record["instance"]["flow_run_id"]
+
+    table = cli("show", row["id"])
+    assert table.returncode == 0 and "extract-clauses" in table.stdout
+
+
+def test_failed_run_names_instance_step_and_class(cli: Cli, openai_server: OpenAIServer) -> None:
+    openai_server.enqueue(error(429, retry_after=30))
+    result = cli("run", "contract-review", "--input", "-", stdin=SAMPLE.read_text())
+    assert result.returncode == 1
+    no_traceback(result)
+    assert "failed at step 'extract-clauses': rate_limited" in result.stderr
+    failed = cli("instances", "--status", "failed", "--json")
+    (row,) = [json.loads(line) for line in failed.stdout.splitlines()]
+    assert row["id"] in result.stderr and row["failure_class"] == "rate_limited"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["run", "contract-review", "--input", "-"], '{"title": "x", ', "standard input is not valid JSON"),
+        (["run", "contract-review", "--input", "-"], '{"title": "x"}', "text: Field required"),
+        (["run", "contract-review", "--input", "missing.json"], None, "input file missing.json does not exist"),
+        (["run", "contract-reveiw", "--input", "-"], '{"title": "x"}', "did you mean 'contract-review'"),
+        (["instances", "--status", "lost"], None, "unknown status 'lost'"),
+        (["show", "0000"], None, "no instance with id '0000'"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(
+    cli: Cli, args: list[str], stdin: str | None, message: str
+) -> None:
+    result = cli(*args, stdin=stdin)
+    assert result.returncode == 2, result.stderr
+    no_traceback(result)
+    assert message in result.stderr
+    assert cli.instance_count() == 0
+
+
+def test_malformed_config_names_the_file(cli: Cli) -> None:
+    (cli.folder / "stepline.toml").write_text("[providers.cloud]\nkind = 'openai'\nbase_url = \n")
+    result = cli("run", "contract-review", "--input", str(SAMPLE))
+    assert result.returncode == 2
+    no_traceback(result)
+    assert "stepline.toml: not valid TOML" in result.stderr
+
+
+def test_unreachable_database_is_named(cli: Cli) -> None:
+    cli.env["STEPLINE_DATABASE_URL"] = "postgresql+psycopg://nobody:pw@127.0.0.1:1/nowhere"
+    for args in (["run", "contract-review", "--input", str(SAMPLE)], ["instances"]):
+        result = cli(*args)
+        assert result.returncode == 2
+        no_traceback(result)
+        assert "cannot reach database postgresql+psycopg://nobody:***@127.0.0.1:1/nowhere" in result.stderr
+        assert "pw@" not in result.stderr

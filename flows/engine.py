@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from flows.workflow import Workflow
 from steps.definition import Prompt, Step
-from steps.errors import InputError, StepFailed, StepLineError
+from steps.errors import DefinitionError, InputError, StepFailed, StepLineError
 from steps.routing import choose_route
 from steps.runtime import AttemptRecord, StepExecutor
 from steps.settings import Settings, load_settings
@@ -31,7 +31,7 @@ from storage.db import open_engine
 from storage.models import Attempt, InstanceStatus, StepRunStatus
 from storage.store import Store
 
-__all__ = ["Runtime", "RunResult", "run_step", "run_workflow"]
+__all__ = ["RunResult", "Runtime", "run_step", "run_workflow"]
 
 OutT = TypeVar("OutT", bound=BaseModel)
 
@@ -175,7 +175,7 @@ def _task_for(step: Step[Any, OutT]) -> Task[..., OutT]:
 
             # Results live in Stepline's own store; Prefect's cache and result
             # persistence would only add cost per step.
-            found = task(call, name=step.name, cache_policy=NO_CACHE, persist_result=False)
+            found = task(name=step.name, cache_policy=NO_CACHE, persist_result=False)(call)
             _TASKS[key] = found
     return found
 
@@ -211,8 +211,7 @@ def parse_input(workflow: Workflow, payload: Mapping[str, Any] | BaseModel, wher
         return workflow.input_model.model_validate(payload)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         fields = ", ".join(workflow.input_model.model_fields)
         raise InputError(
@@ -240,6 +239,11 @@ def run_workflow(
     token = _SCOPE.set(_Scope(runtime, instance.id, on_step=on_step))
     try:
         output = workflow.flow(inputs)
+        if not isinstance(output, workflow.output_model):
+            raise DefinitionError(
+                f"workflow {workflow.name!r} returned {type(output).__name__}, "
+                f"not its output model {workflow.output_model.__name__}"
+            )
     except StepFailed as exc:
         runtime.store.finish_instance(
             instance.id,
@@ -256,5 +260,7 @@ def run_workflow(
         raise
     finally:
         _SCOPE.reset(token)
-    runtime.store.finish_instance(instance.id, InstanceStatus.COMPLETED, output=output.model_dump(mode="json"))
+    runtime.store.finish_instance(
+        instance.id, InstanceStatus.COMPLETED, output=output.model_dump(mode="json")
+    )
     return RunResult(instance.id, InstanceStatus.COMPLETED, output)

@@ -73,7 +73,9 @@ def run(
     workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. contract-review.")],
     input: Annotated[str, typer.Option("--input", "-i", help="JSON file with the input, or - for stdin.")],
     owner: Annotated[str | None, typer.Option(help="Owner notified about this instance.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's and Instructor's logs.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Prefect's and Instructor's logs.")
+    ] = False,
 ) -> None:
     """Run one workflow instance now and print its typed result as JSON."""
     payload, where = _read_input(input)
@@ -119,8 +121,10 @@ def run(
         out.print_json(result.output.model_dump_json())
         err.print(f"instance {result.instance_id} completed ({calls} step calls)")
         return
-    err.print(f"[bold red]instance {result.instance_id} failed[/] at step {result.failed_step!r}: "
-              f"{result.failure_class}")
+    err.print(
+        f"[bold red]instance {result.instance_id} failed[/] at step {result.failed_step!r}: "
+        f"{result.failure_class}"
+    )
     err.print(f"  {result.error}", markup=False)
     err.print(f"  details: stepline show {result.instance_id}")
     raise typer.Exit(1)
@@ -156,7 +160,9 @@ def instances(
         )
     out.print(table)
     if not rows:
-        err.print("no instances yet: try `stepline run contract-review --input samples/contracts/mutual-nda.json`")
+        err.print(
+            "no instances yet: try `stepline run contract-review --input samples/contracts/mutual-nda.json`"
+        )
 
 
 @app.command()
@@ -182,7 +188,10 @@ def show(
         out.print_json(json.dumps(record))
         return
     inst = detail.instance
-    out.print(f"instance {inst.id}  workflow {inst.workflow}  status {inst.status}  owner {inst.owner}", markup=False)
+    out.print(
+        f"instance {inst.id}  workflow {inst.workflow}  status {inst.status}  owner {inst.owner}",
+        markup=False,
+    )
     out.print(f"flow run {inst.flow_run_id}  created {inst.created_at:%Y-%m-%d %H:%M:%S}", markup=False)
     if inst.failed_step:
         out.print(f"failed at {inst.failed_step}: {inst.failure_class}: {inst.error}", markup=False)

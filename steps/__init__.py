@@ -4,7 +4,18 @@ This package never imports Prefect, the storage layer or the TUI: it calls a
 model through Instructor and reports attempts to an ``AttemptSink``.
 """
 
-from steps.definition import ASSESS, CLASSIFY, EXTRACT, GENERATE, Prompt, Sampling, Sensitivity, Step, StepKind, Tier
+from steps.definition import (
+    ASSESS,
+    CLASSIFY,
+    EXTRACT,
+    GENERATE,
+    Prompt,
+    Sampling,
+    Sensitivity,
+    Step,
+    StepKind,
+    Tier,
+)
 from steps.errors import FailureClass, StepFailed
 
 __all__ = [

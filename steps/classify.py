@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from email.utils import parsedate_to_datetime
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from pydantic import ValidationError

@@ -93,9 +93,7 @@ class StepKind:
 
     def __post_init__(self) -> None:
         if self.defaults.temperature is None or self.defaults.top_p is None:
-            raise DefinitionError(
-                f"step kind {self.name!r}: defaults must set temperature and top_p"
-            )
+            raise DefinitionError(f"step kind {self.name!r}: defaults must set temperature and top_p")
         StepKind.registry[self.name] = self
 
 
@@ -166,9 +164,7 @@ class Step(Generic[InT, OutT]):
     def __post_init__(self) -> None:
         where = f"step {self.name!r}"
         if not _NAME.match(self.name):
-            raise DefinitionError(
-                f"{where}: name must be lowercase letters, digits, '-' or '_' (max 63)"
-            )
+            raise DefinitionError(f"{where}: name must be lowercase letters, digits, '-' or '_' (max 63)")
         for label, model in (("input_model", self.input_model), ("output_model", self.output_model)):
             if not (isinstance(model, type) and issubclass(model, BaseModel)):
                 raise DefinitionError(f"{where}: {label} must be a pydantic BaseModel class")

@@ -23,13 +23,13 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "TRANSIENT_FAILURES",
     "ConfigError",
     "DefinitionError",
     "FailureClass",
     "InputError",
     "StepFailed",
     "StepLineError",
-    "TRANSIENT_FAILURES",
 ]
 
 

@@ -20,12 +20,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from steps.errors import ConfigError
 from steps.settings import ModelConfig, ProviderConfig, ProviderKind, StructuredMode, default_gguf_path
 
 if TYPE_CHECKING:
+    import httpx2
     import instructor
 
 __all__ = ["ModelClient", "ProviderPool", "capture_bodies"]
@@ -44,7 +43,7 @@ def capture_bodies() -> Iterator[list[bytes]]:
         _BODIES.reset(token)
 
 
-def _record_body(response: httpx.Response) -> None:
+def _record_body(response: httpx2.Response) -> None:
     bodies = _BODIES.get()
     if bodies is not None:
         response.read()
@@ -123,8 +122,7 @@ class ProviderPool:
         key = provider.api_key()
         if provider.api_key_env and not key:
             raise ConfigError(
-                f"models.{model_id} needs an API key: set the environment variable "
-                f"{provider.api_key_env}"
+                f"models.{model_id} needs an API key: set the environment variable {provider.api_key_env}"
             )
         client: instructor.Instructor
         if provider.kind is ProviderKind.ANTHROPIC:

@@ -58,7 +58,9 @@ def choose_route(step: Step, settings: Settings) -> Route:  # type: ignore[type-
     capable = [(i, m) for i, m in eligible if m.tier.rank >= step.tier.rank]
     scope = " private" if private_only else ""
     if capable:
-        model_id, model = min(capable, key=lambda im: (im[1].input_price + im[1].output_price, im[1].tier.rank))
+        model_id, model = min(
+            capable, key=lambda im: (im[1].input_price + im[1].output_price, im[1].tier.rank)
+        )
         return Route(model_id, model, f"cheapest available{scope} model of tier >= {step.tier.value}")
     model_id, model = max(eligible, key=lambda im: im[1].tier.rank)
     return Route(

@@ -162,7 +162,9 @@ class _Attempts:
         self.count += 1
         self._t0 = time.perf_counter()
         self._bodies_seen = len(self.bodies)
-        sampling = {k: kwargs[k] for k in ("temperature", "top_p", "max_tokens", "seed") if k in kwargs}
+        sampling: dict[str, Any] = {
+            k: kwargs[k] for k in ("temperature", "top_p", "max_tokens", "seed") if k in kwargs
+        }
         messages = list(kwargs.get("messages") or [])
         if kwargs.get("system"):
             messages.insert(0, {"role": "system", "content": kwargs["system"]})
@@ -289,8 +291,7 @@ class StepExecutor:
 
         if not isinstance(inputs, step.input_model):
             raise DefinitionError(
-                f"step {step.name!r} takes {step.input_model.__name__}, "
-                f"got {type(inputs).__name__}"
+                f"step {step.name!r} takes {step.input_model.__name__}, got {type(inputs).__name__}"
             )
         route = choose_route(step, self.settings)
         client = self.pool.get(route.model_id)

@@ -66,7 +66,7 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         engine.dispose()
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StorageError(
             f"cannot reach database {shown}: {reason}; check that the server is running "
             "and STEPLINE_DATABASE_URL is right"

@@ -11,9 +11,12 @@ import pytest
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
 
-from tests.servers import AnthropicServer, OpenAIServer  # noqa: E402
+from tests.servers import AnthropicServer, OpenAIServer
 
-TEST_KEYS = {"STEPLINE_TEST_OPENAI_KEY": "sk-test-openai-0123456789", "STEPLINE_TEST_ANTHROPIC_KEY": "sk-ant-test-0123456789"}
+TEST_KEYS = {
+    "STEPLINE_TEST_OPENAI_KEY": "sk-test-openai-0123456789",
+    "STEPLINE_TEST_ANTHROPIC_KEY": "sk-ant-test-0123456789",
+}
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +106,10 @@ context_window = 4096
 
 @pytest.fixture
 def make_runtime(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, openai_server: OpenAIServer, anthropic_server: AnthropicServer
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    openai_server: OpenAIServer,
+    anthropic_server: AnthropicServer,
 ) -> Iterator[Callable[..., object]]:
     """Build a Runtime on a fresh SQLite file and the loopback catalog, as `stepline` would."""
     from flows.engine import Runtime

@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, openai_server: OpenAIServer, prefect_harness: None) -> Iterator[Cli]:
+def cli(tmp_path: Path, openai_server: OpenAIServer, prefect_harness: None) -> Cli:
     from prefect.settings import PREFECT_API_URL
 
     (tmp_path / "stepline.toml").write_text(
@@ -81,14 +80,16 @@ output_price = 8.0
         PREFECT_LOGGING_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
     )
-    yield Cli(tmp_path, env)
+    return Cli(tmp_path, env)
 
 
 def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr, result.stderr
 
 
-def test_run_prints_the_typed_result_and_show_lists_every_attempt(cli: Cli, openai_server: OpenAIServer) -> None:
+def test_run_prints_the_typed_result_and_show_lists_every_attempt(
+    cli: Cli, openai_server: OpenAIServer
+) -> None:
     result = cli("run", "contract-review", "--input", str(SAMPLE))
     assert result.returncode == 0, result.stderr
     review = json.loads(result.stdout)
@@ -97,12 +98,14 @@ def test_run_prints_the_typed_result_and_show_lists_every_attempt(cli: Cli, open
     calls = len(openai_server.requests)
     assert calls == 2 + len(review["clauses"])  # extract, one assessment per clause, summary
     models = [r.body["model"] for r in openai_server.requests]
-    assert models[0] == "gpt-small" and set(models[1:-1]) == {"gpt-big"}  # routed by tier
+    assert models[0] == "gpt-small"
+    assert set(models[1:-1]) == {"gpt-big"}
 
     listed = cli("instances", "--json")
     assert listed.returncode == 0, listed.stderr
     (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert row["status"] == "completed" and row["workflow"] == "contract-review"
+    assert row["status"] == "completed"
+    assert row["workflow"] == "contract-review"
 
     shown = cli("show", row["id"][:8], "--json")
     assert shown.returncode == 0, shown.stderr
@@ -113,7 +116,8 @@ def test_run_prints_the_typed_result_and_show_lists_every_attempt(cli: Cli, open
     assert record["instance"]["flow_run_id"]
 
     table = cli("show", row["id"])
-    assert table.returncode == 0 and "extract-clauses" in table.stdout
+    assert table.returncode == 0
+    assert "extract-clauses" in table.stdout
 
 
 def test_failed_run_names_instance_step_and_class(cli: Cli, openai_server: OpenAIServer) -> None:
@@ -124,7 +128,8 @@ def test_failed_run_names_instance_step_and_class(cli: Cli, openai_server: OpenA
     assert "failed at step 'extract-clauses': rate_limited" in result.stderr
     failed = cli("instances", "--status", "failed", "--json")
     (row,) = [json.loads(line) for line in failed.stdout.splitlines()]
-    assert row["id"] in result.stderr and row["failure_class"] == "rate_limited"
+    assert row["id"] in result.stderr
+    assert row["failure_class"] == "rate_limited"
 
 
 @pytest.mark.parametrize(
@@ -132,7 +137,11 @@ def test_failed_run_names_instance_step_and_class(cli: Cli, openai_server: OpenA
     [
         (["run", "contract-review", "--input", "-"], '{"title": "x", ', "standard input is not valid JSON"),
         (["run", "contract-review", "--input", "-"], '{"title": "x"}', "text: Field required"),
-        (["run", "contract-review", "--input", "missing.json"], None, "input file missing.json does not exist"),
+        (
+            ["run", "contract-review", "--input", "missing.json"],
+            None,
+            "input file missing.json does not exist",
+        ),
         (["run", "contract-reveiw", "--input", "-"], '{"title": "x"}', "did you mean 'contract-review'"),
         (["instances", "--status", "lost"], None, "unknown status 'lost'"),
         (["show", "0000"], None, "no instance with id '0000'"),

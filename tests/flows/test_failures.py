@@ -48,15 +48,18 @@ def test_every_reask_is_its_own_attempt_with_raw_output_and_errors(
     assert [a.attempt_number for a in (first, second, third)] == [1, 2, 3]
     assert first.failure_class == second.failure_class == "schema_invalid"
     assert first.raw_output == broken  # byte-for-byte, as received
-    assert first.raw_response is not None and json.loads(first.raw_response)["object"] == "chat.completion"
+    assert first.raw_response is not None
+    assert json.loads(first.raw_response)["object"] == "chat.completion"
     assert first.expected_schema["title"] == "Invoice"
-    assert first.validation_errors and first.validation_errors[0]["path"] == "$"
+    assert first.validation_errors
+    assert first.validation_errors[0]["path"] == "$"
     paths = {e["path"]: e for e in second.validation_errors or []}
     assert set(paths) == {"$.total", "$.currency"}
     assert "2 decimal places" in paths["$.total"]["message"]  # the custom validator's own message
     assert paths["$.currency"]["input"] == "GBP"
     assert second.raw_output == json.dumps(wrong)
-    assert third.failure_class is None and third.parsed_output == VALID
+    assert third.failure_class is None
+    assert third.parsed_output == VALID
     # Instructor re-asked with the validation errors in the conversation.
     assert len(openai_server.requests[1].body["messages"]) > len(openai_server.requests[0].body["messages"])
 
@@ -75,8 +78,10 @@ def test_exhausted_reasks_fail_the_instance_without_advancing(
     assert [a.failure_class for a in attempts] == ["schema_invalid", "schema_invalid"]
     detail = runtime.store.instance_detail(result.instance_id)
     assert detail is not None
-    assert detail.instance.status == "failed" and detail.instance.output is None
-    assert detail.step_runs[0].status == "failed" and detail.step_runs[0].attempts == 2
+    assert detail.instance.status == "failed"
+    assert detail.instance.output is None
+    assert detail.step_runs[0].status == "failed"
+    assert detail.step_runs[0].attempts == 2
 
 
 @pytest.mark.parametrize(

@@ -41,10 +41,15 @@ def test_api_providers_return_the_typed_output(
 
     assert result.status is InstanceStatus.COMPLETED
     assert result.output == Invoice(**VALID)
-    assert len(server.requests) == 1 and not other.requests
+    assert len(server.requests) == 1
+    assert not other.requests
     sent = server.requests[0].body
     # The extract kind's defaults; Anthropic's Messages API takes no sampling but max_tokens.
-    expected = {"max_tokens": 1024} if provider == "anthropic" else {"temperature": 0.0, "top_p": 1.0, "max_tokens": 1024}
+    expected = (
+        {"max_tokens": 1024}
+        if provider == "anthropic"
+        else {"temperature": 0.0, "top_p": 1.0, "max_tokens": 1024}
+    )
     assert {k: sent[k] for k in ("temperature", "top_p", "max_tokens") if k in sent} == expected
     assert "temperature" not in str(sent["messages"]).lower()
 
@@ -53,13 +58,17 @@ def test_api_providers_return_the_typed_output(
     assert detail.instance.flow_run_id  # the Prefect flow run is linked
     assert detail.instance.output == VALID
     (run,) = detail.step_runs
-    assert run.status == "completed" and run.output == VALID and run.attempts == 1
+    assert run.status == "completed"
+    assert run.output == VALID
+    assert run.attempts == 1
     (attempt,) = detail.attempts
     assert attempt.failure_class is None
-    assert attempt.provider == provider and attempt.model_id == model_id
+    assert attempt.provider == provider
+    assert attempt.model_id == model_id
     assert attempt.sampling == expected  # what was actually sent
     assert attempt.parsed_output == VALID
-    assert attempt.tokens_in == 20 and attempt.tokens_out == 10
+    assert attempt.tokens_in == 20
+    assert attempt.tokens_out == 10
     model = runtime.settings.models[model_id]
     assert attempt.cost_usd == pytest.approx(model.cost(20, 10))
     assert attempt.prompt_version_id in {v.id for v in runtime.store.prompt_versions("extract-invoice")}
@@ -68,7 +77,8 @@ def test_api_providers_return_the_typed_output(
     text = system["content"] if isinstance(system["content"], str) else system["content"][0]["text"]
     assert text == "Extract the invoice's vendor, total and currency."
     assert attempt.request_messages[-1]["content"] == f"Invoice: {INPUT['text']}"
-    assert attempt.latency_ms is not None and attempt.latency_ms > 0
+    assert attempt.latency_ms is not None
+    assert attempt.latency_ms > 0
 
 
 def test_prompt_versions_are_shared_until_the_text_changes(
@@ -101,7 +111,9 @@ def test_embedded_model_returns_the_same_typed_output(make_runtime: Callable[[],
     ]
     assert isinstance(result.output, Invoice)
     last = detail.attempts[-1]
-    assert last.model_id == "smollm2" and last.provider == "local"
+    assert last.model_id == "smollm2"
+    assert last.provider == "local"
     assert last.failure_class is None
     assert Invoice.model_validate_json(last.raw_output or "") == result.output
-    assert last.tokens_in and last.tokens_out
+    assert last.tokens_in
+    assert last.tokens_out

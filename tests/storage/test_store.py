@@ -62,7 +62,9 @@ def test_instance_step_run_and_attempts_round_trip(store: Store) -> None:
         )
     )
     store.finish_step_run(run.id, StepRunStatus.FAILED, attempts=1, failure_class="schema_invalid")
-    store.finish_instance(instance.id, InstanceStatus.FAILED, failed_step="extract", failure_class="schema_invalid")
+    store.finish_instance(
+        instance.id, InstanceStatus.FAILED, failed_step="extract", failure_class="schema_invalid"
+    )
 
     detail = store.instance_detail(instance.id)
     assert detail is not None

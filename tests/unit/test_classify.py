@@ -14,7 +14,9 @@ from steps.classify import classify_exception, classify_response, retry_after_se
 from steps.errors import FailureClass
 
 
-def status_error(module: object, status: int, body: object = None, headers: dict[str, str] | None = None) -> Exception:
+def status_error(
+    module: object, status: int, body: object = None, headers: dict[str, str] | None = None
+) -> Exception:
     request = httpx2.Request("POST", "http://127.0.0.1/v1/x")
     response = httpx2.Response(status, request=request, headers=headers or {}, json=body or {})
     return module.APIStatusError("boom", response=response, body=body)  # type: ignore[attr-defined, no-any-return]
@@ -50,13 +52,9 @@ def test_anthropic_overloaded_body_wins_over_a_503() -> None:
 
 
 def test_wrapped_errors_are_classified_by_their_cause() -> None:
-    try:
-        try:
-            raise status_error(openai, 429)
-        except Exception as inner:
-            raise RuntimeError("wrapper") from inner
-    except RuntimeError as outer:
-        assert classify_exception(outer) is FailureClass.RATE_LIMITED
+    outer = RuntimeError("wrapper")
+    outer.__cause__ = status_error(openai, 429)
+    assert classify_exception(outer) is FailureClass.RATE_LIMITED
 
 
 def test_parse_errors_are_schema_invalid() -> None:
@@ -141,7 +139,12 @@ def test_response_fields() -> None:
 
 def test_retry_after_headers() -> None:
     assert retry_after_seconds(status_error(openai, 429, headers={"retry-after": "7"})) == 7.0
-    assert retry_after_seconds(status_error(openai, 429, headers={"retry-after-ms": "250", "retry-after": "9"})) == 0.25
+    assert (
+        retry_after_seconds(status_error(openai, 429, headers={"retry-after-ms": "250", "retry-after": "9"}))
+        == 0.25
+    )
     assert retry_after_seconds(status_error(anthropic, 529)) is None
-    dated = retry_after_seconds(status_error(openai, 429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+    dated = retry_after_seconds(
+        status_error(openai, 429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    )
     assert dated == 0.0

@@ -32,8 +32,10 @@ def make(**overrides: object) -> Step[In, Out]:
 
 def test_kind_defaults_follow_the_rule_of_thumb() -> None:
     for kind in (EXTRACT, CLASSIFY):
-        assert kind.defaults.temperature is not None and 0.0 <= kind.defaults.temperature <= 0.1
-    assert GENERATE.defaults.temperature is not None and 0.3 <= GENERATE.defaults.temperature <= 0.6
+        assert kind.defaults.temperature is not None
+        assert 0.0 <= kind.defaults.temperature <= 0.1
+    assert GENERATE.defaults.temperature is not None
+    assert 0.3 <= GENERATE.defaults.temperature <= 0.6
     assert all(k.defaults.top_p is not None for k in (EXTRACT, CLASSIFY, GENERATE))
 
 

@@ -47,7 +47,10 @@ def test_env_overrides_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ('[providers.p]\nkind = "openai_compatible"\n', "needs base_url"),
         ('[providers.p]\nkind = "embedded"\n', "must be private = true"),
         ('[models.m]\nprovider = "ghost"\nmodel = "x"\n', "is not a provider"),
-        ('[models.m]\nprovider = "p"\nmodel = "x"\ntier = "huge"\n[providers.p]\nkind="openai"\n', "models.m.tier"),
+        (
+            '[models.m]\nprovider = "p"\nmodel = "x"\ntier = "huge"\n[providers.p]\nkind="openai"\n',
+            "models.m.tier",
+        ),
         ('colour = "blue"\n', "colour"),
     ],
 )
@@ -77,10 +80,12 @@ def test_api_keys_are_read_from_the_environment_only(monkeypatch: pytest.MonkeyP
     provider = load_settings().providers["p"]
     assert not provider.available
     monkeypatch.setenv("MY_KEY", "sk-test")
-    assert provider.available and provider.api_key() == "sk-test"
+    assert provider.available
+    assert provider.api_key() == "sk-test"
     assert "sk-test" not in provider.model_dump_json()
 
 
 def test_embedded_model_file_ships_in_the_wheel() -> None:
     path = default_gguf_path()
-    assert path.suffix == ".gguf" and path.stat().st_size > 10_000_000
+    assert path.suffix == ".gguf"
+    assert path.stat().st_size > 10_000_000

@@ -1,0 +1,48 @@
+"""Dependencies flow one way, and heavy libraries stay off paths that do not need them.
+
+Each import runs in a fresh interpreter so that nothing this test process
+already loaded can hide a leak (the pattern harlequin uses for its UI-free core).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SDKS = {"openai", "anthropic", "instructor", "llama_cpp"}
+
+
+def loaded_after(statement: str) -> set[str]:
+    code = (
+        f"import sys, json\n{statement}\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    ("statement", "forbidden"),
+    [
+        # The step runtime: no UI, no Prefect, no storage; SDKs load only when a client is built.
+        (
+            "import steps, steps.runtime, steps.settings, steps.routing, steps.classify, steps.providers",
+            {"textual", "tui", "prefect", "storage", "flows", "stepline", *SDKS},
+        ),
+        # Storage depends on nothing else in Stepline.
+        (
+            "import storage.db, storage.store, storage.models",
+            {"textual", "tui", "prefect", "steps", "flows", *SDKS},
+        ),
+        # Flows never reach the UI.
+        ("import flows.engine, flows.registry", {"textual", "tui"}),
+        # The command line starts fast: Prefect and the SDKs load only inside `run`.
+        ("import stepline.cli", {"prefect", "textual", *SDKS}),
+    ],
+)
+def test_layering(statement: str, forbidden: set[str]) -> None:
+    assert loaded_after(statement) & forbidden == set()

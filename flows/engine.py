@@ -125,6 +125,7 @@ class _StoreSink:
                 cost_usd=record.cost_usd,
                 latency_ms=record.latency_ms,
                 retry_after_s=record.retry_after_s,
+                wait_s=record.wait_s,
                 started_at=record.started_at,
                 finished_at=record.finished_at,
             )

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from steps.errors import DefinitionError
+from steps.retry import RetryPolicy
 
 __all__ = [
     "ASSESS",
@@ -160,6 +161,12 @@ class Step(Generic[InT, OutT]):
     """How many times Instructor re-asks after a schema failure (each is an attempt)."""
     model: str | None = None
     """Pin a catalog model id; ``None`` lets the router choose."""
+    fallbacks: tuple[str, ...] = ()
+    """Catalog model ids tried in order when a model's transient retries run out."""
+    fallback_on_refusal: bool = False
+    """Let a refusal move to the next model; off, so a refusal is never laundered."""
+    retry: RetryPolicy | None = None
+    """Retry policy for transient failures; ``None`` uses the catalog's ``[retry]``."""
 
     def __post_init__(self) -> None:
         where = f"step {self.name!r}"
@@ -176,6 +183,8 @@ class Step(Generic[InT, OutT]):
             )
         if self.max_reasks < 0:
             raise DefinitionError(f"{where}: max_reasks must be >= 0")
+        if len(set(self.fallbacks)) != len(self.fallbacks) or self.model in self.fallbacks:
+            raise DefinitionError(f"{where}: a model appears twice in its fallback chain")
 
     @property
     def effective_sampling(self) -> Sampling:

@@ -117,9 +117,13 @@ class StepFailed(StepLineError):
         failure: FailureClass,
         attempt_id: str | None = None,
         raw_output: str | None = None,
+        model_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.step = step
         self.failure = failure
         self.attempt_id = attempt_id
         self.raw_output = raw_output
+        self.model_id = model_id
+        self.retry_after = retry_after

@@ -111,14 +111,7 @@ class ProviderPool:
 
         config = self._models[model_id]
         provider = self._providers[config.provider]
-        mode_of = _modes()[provider.kind]
-        if config.structured_mode not in mode_of:
-            raise ConfigError(
-                f"models.{model_id}: structured_mode {config.structured_mode.value!r} is not "
-                f"supported by {provider.kind.value} providers (use one of "
-                f"{sorted(m.value for m in mode_of)})"
-            )
-        mode = mode_of[config.structured_mode]
+        mode = _modes()[provider.kind][config.structured_mode]  # checked at config load
         key = provider.api_key()
         if provider.api_key_env and not key:
             raise ConfigError(

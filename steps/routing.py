@@ -1,21 +1,27 @@
-"""Which catalog model serves a step, and why.
+"""Which catalog models serve a step, in what order, and why.
 
-The privacy rule is enforced here, at call time, for every route: a ``pii``
-step is only ever given a model whose provider is marked private. Tier is a
-preference: when no available model reaches the step's tier, the most capable
-eligible one is used and the reason says so (a keyless machine runs every
-step on the embedded model).
+The privacy rule is enforced here, at call time, for every route including
+fallbacks: a ``pii`` step is only ever given a model whose provider is marked
+private. ``check_step`` applies the same rules when a workflow is loaded, so a
+chain that could cross the line is rejected before anything runs.
+
+Tier is a preference: when no available model reaches the step's tier, the
+most capable eligible one is used and the reason says so (a keyless machine
+runs every step on the embedded model).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from steps.definition import Sensitivity, Step
 from steps.errors import ConfigError
 from steps.settings import ModelConfig, Settings
 
-__all__ = ["Route", "choose_route"]
+__all__ = ["Route", "check_step", "choose_route", "fallback_chain", "ineligibility"]
+
+_CHARS_PER_TOKEN = 3  # a conservative estimate for the context-size check
 
 
 @dataclass(frozen=True)
@@ -25,29 +31,54 @@ class Route:
     reason: str
 
 
-def choose_route(step: Step, settings: Settings) -> Route:  # type: ignore[type-arg]
-    """Pick the model for ``step`` (pinned, else cheapest eligible of sufficient tier)."""
-    private_only = step.sensitivity is Sensitivity.PII
-    if step.model is not None:
-        model = settings.models.get(step.model)
+def ineligibility(
+    step: Step[Any, Any], model_id: str, settings: Settings, prompt_chars: int = 0
+) -> str | None:
+    """Why ``model_id`` may not serve ``step`` now, or ``None`` when it may."""
+    model = settings.models.get(model_id)
+    if model is None:
+        return f"{model_id!r} is not in the catalog (known: {sorted(settings.models)})"
+    provider = settings.providers[model.provider]
+    if step.sensitivity is Sensitivity.PII and not provider.private:
+        return f"{model_id!r} is on provider {model.provider!r}, which is not private, and the step is pii"
+    if not provider.available:
+        return f"{model_id!r} needs the environment variable {provider.api_key_env}"
+    needed = prompt_chars // _CHARS_PER_TOKEN + (step.effective_sampling.max_tokens or 0)
+    if needed > model.context_window:
+        return f"{model_id!r} has a context window of {model.context_window} tokens; the step needs ~{needed}"
+    return None
+
+
+def check_step(step: Step[Any, Any], settings: Settings) -> None:
+    """Reject, at load time, a pinned model or fallback chain that breaks the catalog or pii rule."""
+    for model_id in (*([step.model] if step.model else []), *step.fallbacks):
+        model = settings.models.get(model_id)
         if model is None:
             raise ConfigError(
-                f"step {step.name!r} pins model {step.model!r}, which is not in the catalog "
+                f"step {step.name!r} names model {model_id!r}, which is not in the catalog "
                 f"(known: {sorted(settings.models)})"
             )
-        provider = settings.providers[model.provider]
-        if private_only and not provider.private:
+        if step.sensitivity is Sensitivity.PII and not settings.is_private(model_id):
             raise ConfigError(
-                f"step {step.name!r} is pii but pins model {step.model!r} on provider "
-                f"{model.provider!r}, which is not private; pin a private model"
+                f"step {step.name!r} is pii but names model {model_id!r} on provider "
+                f"{model.provider!r}, which is not private; use a private model"
             )
-        return Route(step.model, model, f"pinned by step {step.name!r}")
+
+
+def choose_route(step: Step[Any, Any], settings: Settings, prompt_chars: int = 0) -> Route:
+    """Pick the first model for ``step`` (pinned, else cheapest eligible of sufficient tier)."""
+    check_step(step, settings)
+    private_only = step.sensitivity is Sensitivity.PII
+    if step.model is not None:
+        problem = ineligibility(step, step.model, settings, prompt_chars)
+        if problem:
+            raise ConfigError(f"step {step.name!r} pins a model it cannot use now: {problem}")
+        return Route(step.model, settings.models[step.model], f"pinned by step {step.name!r}")
 
     eligible = [
         (model_id, model)
         for model_id, model in settings.models.items()
-        if settings.providers[model.provider].available
-        and (settings.providers[model.provider].private or not private_only)
+        if ineligibility(step, model_id, settings, prompt_chars) is None
     ]
     if not eligible:
         need = "a private provider" if private_only else "an available provider"
@@ -69,3 +100,24 @@ def choose_route(step: Step, settings: Settings) -> Route:  # type: ignore[type-
         f"no available{scope} model reaches tier {step.tier.value}; "
         f"using the most capable one ({model.tier.value})",
     )
+
+
+def fallback_chain(
+    step: Step[Any, Any], settings: Settings, first: Route, prompt_chars: int = 0
+) -> list[Route]:
+    """The routed model, then each eligible fallback; skipped ones are named in the next reason."""
+    chain = [first]
+    skipped: list[str] = []
+    for model_id in step.fallbacks:
+        if model_id == first.model_id:
+            continue
+        problem = ineligibility(step, model_id, settings, prompt_chars)
+        if problem:
+            skipped.append(problem)
+            continue
+        note = f" (skipped: {'; '.join(skipped)})" if skipped else ""
+        chain.append(
+            Route(model_id, settings.models[model_id], f"fallback #{len(chain)} of step {step.name!r}{note}")
+        )
+        skipped = []
+    return chain

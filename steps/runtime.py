@@ -9,20 +9,24 @@ attempt. This module knows nothing about databases or Prefect.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from steps.classify import classify_exception, classify_response, retry_after_seconds
 from steps.definition import Prompt, Step
-from steps.errors import DefinitionError, FailureClass, StepFailed
+from steps.errors import TRANSIENT_FAILURES, DefinitionError, FailureClass, StepFailed
 from steps.providers import ModelClient, ProviderPool, capture_bodies
-from steps.routing import Route, choose_route
+from steps.retry import RetryPolicy
+from steps.routing import Route, choose_route, fallback_chain
 from steps.settings import Settings
 
 __all__ = ["AttemptRecord", "AttemptSink", "StepExecutor", "validation_errors"]
@@ -57,6 +61,8 @@ class AttemptRecord:
     tokens_out: int | None = None
     cost_usd: float | None = None
     retry_after_s: float | None = None
+    wait_s: float | None = None
+    """Seconds waited (backoff or retry-after) before this attempt was sent."""
     response_failure: FailureClass | None = field(default=None, repr=False)
 
     @property
@@ -143,7 +149,11 @@ class _Attempts:
         version_id: str,
         sink: AttemptSink,
         bodies: list[bytes],
+        numbering: Iterator[int],
+        wait_s: float | None = None,
     ) -> None:
+        self.numbering = numbering
+        self.wait_s = wait_s
         self.step = step
         self.client = client
         self.route = route
@@ -170,7 +180,7 @@ class _Attempts:
             messages.insert(0, {"role": "system", "content": kwargs["system"]})
         self.pending = AttemptRecord(
             step=self.step.name,
-            attempt_number=self.count,
+            attempt_number=next(self.numbering),
             model_id=self.client.model_id,
             provider=self.client.provider_id,
             provider_model=self.client.config.model,
@@ -179,6 +189,7 @@ class _Attempts:
             sampling=sampling,
             request_messages=_json_safe(messages),
             started_at=datetime.now(UTC),
+            wait_s=self.wait_s if self.count == 1 else None,
         )
 
     def on_response(self, response: Any) -> None:
@@ -278,29 +289,125 @@ def _reask_policy(max_reasks: int, attempts: _Attempts) -> Retrying:
 class StepExecutor:
     """Executes steps against the catalog; one per process, shared by all flows."""
 
-    def __init__(self, settings: Settings, pool: ProviderPool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: ProviderPool | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
         self.pool = pool or ProviderPool(settings.providers, settings.models)
+        self._sleep = sleep
 
     def close(self) -> None:
         self.pool.close()
 
     def run(self, step: Step[Any, OutT], inputs: BaseModel, sink: AttemptSink) -> OutT:
-        """Return the validated output, or raise ``StepFailed`` after recording every attempt."""
-        from instructor.core.hooks import Hooks
+        """Return the validated output, or raise ``StepFailed`` after recording every attempt.
 
+        Transient failures are retried on the same model (``RetryPolicy``); when
+        those retries run out the next model of the step's fallback chain is
+        tried. Schema failures are re-asked by Instructor; refusals move on only
+        where the step allows it.
+        """
         if not isinstance(inputs, step.input_model):
             raise DefinitionError(
                 f"step {step.name!r} takes {step.input_model.__name__}, got {type(inputs).__name__}"
             )
-        route = choose_route(step, self.settings)
-        client = self.pool.get(route.model_id)
         messages = step.prompt.render(inputs)
+        prompt_chars = sum(len(m["content"]) for m in messages)
+        first = choose_route(step, self.settings, prompt_chars)
+        chain = fallback_chain(step, self.settings, first, prompt_chars)
         sampling = step.effective_sampling.model_dump()
         version_id = sink.prompt_version(step.name, step.prompt)
+        policy = step.retry or self.settings.retry
+        numbering = itertools.count(1)  # attempt numbers run on across retries and fallbacks
 
+        failed: StepFailed | None = None
+        for route in chain:
+            if failed is not None:
+                route = replace(
+                    route, reason=f"{route.reason}; {failed.model_id} failed with {failed.failure.value}"
+                )
+            try:
+                return self._with_retries(
+                    step, route, messages, sampling, version_id, sink, policy, numbering
+                )
+            except StepFailed as exc:
+                failed = exc
+                if not _moves_on(step, exc.failure):
+                    raise
+        assert failed is not None
+        if len(chain) == 1:
+            raise failed
+        raise StepFailed(
+            f"step {step.name!r}: every model in its chain failed "
+            f"({', '.join(r.model_id for r in chain)}); last: {failed.message}",
+            step=step.name,
+            failure=failed.failure,
+            raw_output=failed.raw_output,
+            model_id=failed.model_id,
+            retry_after=failed.retry_after,
+        ) from failed
+
+    def _with_retries(
+        self,
+        step: Step[Any, OutT],
+        route: Route,
+        messages: list[dict[str, str]],
+        sampling: dict[str, Any],
+        version_id: str,
+        sink: AttemptSink,
+        policy: RetryPolicy,
+        numbering: Iterator[int],
+    ) -> OutT:
+        retries: Counter[FailureClass] = Counter()
+        waits: list[float] = []
+
+        def retryable(exc: BaseException) -> bool:
+            if not isinstance(exc, StepFailed) or exc.failure not in TRANSIENT_FAILURES:
+                return False
+            if exc.retry_after is not None and exc.retry_after > policy.max_retry_after_s:
+                return False  # asked to wait longer than we will: move on instead
+            if not policy.allows(exc.failure, retries[exc.failure]):
+                return False
+            retries[exc.failure] += 1
+            return True
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            assert isinstance(exc, StepFailed)
+            return policy.delay(retries[exc.failure], exc.retry_after)
+
+        for attempt in Retrying(
+            retry=retry_if_exception(retryable),
+            wait=wait,
+            sleep=self._sleep,
+            before_sleep=lambda state: waits.append(state.upcoming_sleep),
+            reraise=True,
+        ):
+            with attempt:
+                wait_s = waits[-1] if waits else None
+                return self._call(step, route, messages, sampling, version_id, sink, numbering, wait_s)
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    def _call(
+        self,
+        step: Step[Any, OutT],
+        route: Route,
+        messages: list[dict[str, str]],
+        sampling: dict[str, Any],
+        version_id: str,
+        sink: AttemptSink,
+        numbering: Iterator[int],
+        wait_s: float | None,
+    ) -> OutT:
+        """One Instructor call on one model (its re-asks included)."""
+        from instructor.core.hooks import Hooks
+
+        client = self.pool.get(route.model_id)
         with capture_bodies() as bodies:
-            attempts = _Attempts(step, client, route, version_id, sink, bodies)
+            attempts = _Attempts(step, client, route, version_id, sink, bodies, numbering, wait_s)
             hooks = Hooks()
             hooks.on("completion:kwargs", attempts.on_kwargs)
             hooks.on("completion:response", attempts.on_response)
@@ -325,6 +432,15 @@ class StepExecutor:
                     step=step.name,
                     failure=failure,
                     raw_output=last.raw_output if last else None,
+                    model_id=route.model_id,
+                    retry_after=last.retry_after_s if last else retry_after_seconds(exc),
                 ) from exc
             attempts.succeed(output)
         return _as_declared(output, step.output_model)
+
+
+def _moves_on(step: Step[Any, Any], failure: FailureClass) -> bool:
+    """Whether a failure, once retries on a model are spent, may try the next model."""
+    if failure in TRANSIENT_FAILURES:
+        return True
+    return failure is FailureClass.REFUSED and step.fallback_on_refusal

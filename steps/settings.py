@@ -25,9 +25,11 @@ from pydantic_settings import (
 
 from steps.definition import Tier
 from steps.errors import ConfigError
+from steps.retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = [
     "DEFAULT_CATALOG",
+    "SUPPORTED_MODES",
     "ModelConfig",
     "ProviderConfig",
     "ProviderKind",
@@ -62,6 +64,16 @@ class StructuredMode(StrEnum):
     """Response-format JSON schema (OpenAI) or grammar-constrained decoding (embedded)."""
     JSON = "json"
     """JSON mode plus the schema in the prompt, for servers with neither of the above."""
+
+
+SUPPORTED_MODES: dict[ProviderKind, frozenset[StructuredMode]] = {
+    ProviderKind.OPENAI: frozenset(StructuredMode),
+    ProviderKind.OPENAI_COMPATIBLE: frozenset(StructuredMode),
+    ProviderKind.ANTHROPIC: frozenset({StructuredMode.TOOLS, StructuredMode.JSON}),
+    # llama.cpp decodes under a grammar built from the JSON schema.
+    ProviderKind.EMBEDDED: frozenset({StructuredMode.JSON_SCHEMA}),
+}
+"""Which structured-output modes each provider kind can serve (checked at config load)."""
 
 
 class _Strict(BaseModel):
@@ -145,6 +157,8 @@ class Settings(BaseSettings):
     """Default owner of new workflow instances (env: STEPLINE_OWNER)."""
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    retry: RetryPolicy = DEFAULT_RETRY
+    """Default retry policy for transient failures (``[retry]``); a step may override it."""
 
     @field_validator("providers", "models")
     @classmethod
@@ -165,6 +179,12 @@ class Settings(BaseSettings):
                 )
             if model.gguf_path is not None and provider.kind is not ProviderKind.EMBEDDED:
                 raise ValueError(f"models.{model_id}: gguf_path only applies to embedded providers")
+            if model.structured_mode not in SUPPORTED_MODES[provider.kind]:
+                raise ValueError(
+                    f"models.{model_id}: structured_mode {model.structured_mode.value!r} is not "
+                    f"supported by {provider.kind.value} providers (use one of "
+                    f"{sorted(m.value for m in SUPPORTED_MODES[provider.kind])})"
+                )
         return self
 
     @classmethod
@@ -184,6 +204,9 @@ class Settings(BaseSettings):
 
     def provider_of(self, model_id: str) -> ProviderConfig:
         return self.providers[self.models[model_id].provider]
+
+    def is_private(self, model_id: str) -> bool:
+        return self.provider_of(model_id).private
 
 
 def catalog_path() -> Path:

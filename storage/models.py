@@ -147,6 +147,7 @@ class Attempt(SQLModel, table=True):
     cost_usd: float | None = None
     latency_ms: float | None = None
     retry_after_s: float | None = None
+    wait_s: float | None = None
     started_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

@@ -36,14 +36,26 @@ def openai_server() -> Iterator[OpenAIServer]:
 
 
 @pytest.fixture
+def private_server() -> Iterator[OpenAIServer]:
+    """An OpenAI-compatible server standing for a private deployment (vLLM, Ollama...)."""
+    with OpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
 def anthropic_server() -> Iterator[AnthropicServer]:
     with AnthropicServer() as server:
         yield server
 
 
-def loopback_catalog(openai_url: str, anthropic_url: str) -> str:
+def loopback_catalog(openai_url: str, anthropic_url: str, private_url: str) -> str:
     """A catalog with one model per provider kind, the API ones on the loopback servers."""
     return f"""
+[retry]
+base_delay_s = 0.01
+max_delay_s = 0.05
+max_retry_after_s = 5.0
+
 [providers.openai]
 kind = "openai"
 base_url = "{openai_url}"
@@ -52,7 +64,7 @@ timeout_s = 2.0
 
 [providers.compat]
 kind = "openai_compatible"
-base_url = "{openai_url}"
+base_url = "{private_url}"
 private = true
 timeout_s = 2.0
 
@@ -88,6 +100,13 @@ model = "qwen2.5"
 tier = "cheap"
 structured_mode = "tools"
 
+[models.compat-big]
+provider = "compat"
+model = "qwen2.5-72b"
+tier = "capable"
+structured_mode = "tools"
+input_price = 0.5
+
 [models.claude-test]
 provider = "anthropic"
 model = "claude-test"
@@ -111,6 +130,7 @@ def make_runtime(
     tmp_path: Path,
     openai_server: OpenAIServer,
     anthropic_server: AnthropicServer,
+    private_server: OpenAIServer,
 ) -> Iterator[Callable[..., object]]:
     """Build a Runtime on a fresh SQLite file and the loopback catalog, as `stepline` would."""
     from flows.engine import Runtime
@@ -118,7 +138,9 @@ def make_runtime(
 
     def make(database_url: str | None = None) -> Runtime:
         catalog = tmp_path / "stepline.toml"
-        catalog.write_text(loopback_catalog(openai_server.base_url, anthropic_server.base_url))
+        catalog.write_text(
+            loopback_catalog(openai_server.base_url, anthropic_server.base_url, private_server.base_url)
+        )
         monkeypatch.setenv("STEPLINE_CONFIG", str(catalog))
         monkeypatch.setenv("STEPLINE_DATABASE_URL", database_url or f"sqlite:///{tmp_path / 'stepline.db'}")
         for name, value in TEST_KEYS.items():

@@ -121,15 +121,15 @@ def test_run_prints_the_typed_result_and_show_lists_every_attempt(
 
 
 def test_failed_run_names_instance_step_and_class(cli: Cli, openai_server: OpenAIServer) -> None:
-    openai_server.enqueue(error(429, retry_after=30))
+    openai_server.enqueue(error(401))  # auth failures are never retried
     result = cli("run", "contract-review", "--input", "-", stdin=SAMPLE.read_text())
     assert result.returncode == 1
     no_traceback(result)
-    assert "failed at step 'extract-clauses': rate_limited" in result.stderr
+    assert "failed at step 'extract-clauses': auth" in result.stderr
     failed = cli("instances", "--status", "failed", "--json")
     (row,) = [json.loads(line) for line in failed.stdout.splitlines()]
     assert row["id"] in result.stderr
-    assert row["failure_class"] == "rate_limited"
+    assert row["failure_class"] == "auth"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from flows.engine import run_step
 from flows.workflow import Workflow
-from steps.definition import EXTRACT, Prompt, Sampling, Step
+from steps.definition import EXTRACT, Prompt, Sampling, Sensitivity, Step
 
 
 class Document(BaseModel):
@@ -34,7 +34,15 @@ class Invoice(BaseModel):
 VALID = {"vendor": "Acme", "total": 120.5, "currency": "EUR"}
 
 
-def invoice_workflow(model: str, *, max_reasks: int = 2, sampling: Sampling | None = None) -> Workflow:
+def invoice_workflow(
+    model: str | None,
+    *,
+    max_reasks: int = 2,
+    sampling: Sampling | None = None,
+    fallbacks: tuple[str, ...] = (),
+    sensitivity: Sensitivity = Sensitivity.INTERNAL,
+    fallback_on_refusal: bool = False,
+) -> Workflow:
     step: Step[Document, Invoice] = Step(
         name="extract-invoice",
         kind=EXTRACT,
@@ -45,6 +53,9 @@ def invoice_workflow(model: str, *, max_reasks: int = 2, sampling: Sampling | No
         input_model=Document,
         output_model=Invoice,
         model=model,
+        fallbacks=fallbacks,
+        sensitivity=sensitivity,
+        fallback_on_refusal=fallback_on_refusal,
         max_reasks=max_reasks,
         sampling=sampling or Sampling(),
     )

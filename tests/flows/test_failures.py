@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from flows.engine import Runtime, run_workflow
+from steps.errors import FailureClass
 from storage.models import Attempt, InstanceStatus
 from tests.flows.helpers import INPUT, VALID, invoice_workflow
 from tests.servers import (
@@ -90,13 +91,13 @@ def test_exhausted_reasks_fail_the_instance_without_advancing(
         (truncated('{"vendor": "Ac'), "truncated", None),
         (refusal("I can't help with invoices."), "refused", None),
         (content_filter(), "refused", None),
-        (error(429, retry_after=3), "rate_limited", 3.0),
-        (error(429, retry_after_ms=1500), "rate_limited", 1.5),
+        (error(429, retry_after=0.2), "rate_limited", 0.2),
+        (error(429, retry_after_ms=150), "rate_limited", 0.15),
         (error(500), "unavailable", None),
         (error(503), "unavailable", None),
         (error(401), "auth", None),
         (error(400), "bad_request", None),
-        (slow(3.0), "timeout", None),
+        (slow(2.5), "timeout", None),
         (reset(), "connection", None),
     ],
 )
@@ -107,26 +108,28 @@ def test_openai_failures_are_classified(
     failure: str,
     retry_after: float | None,
 ) -> None:
-    openai_server.enqueue(reply)
-    openai_server.default = ok(VALID)
+    openai_server.default = reply  # every request fails this way
     runtime = make_runtime()
 
     result = run_workflow(invoice_workflow("gpt-test"), INPUT, runtime)
 
     assert result.status is InstanceStatus.FAILED
     assert result.failure_class == failure
-    (attempt,) = attempts_of(runtime, result.instance_id)  # these never re-ask
-    assert attempt.failure_class == failure
-    assert attempt.retry_after_s == retry_after
-    assert attempt.error_message
-    assert attempt.expected_schema is not None
+    attempts = attempts_of(runtime, result.instance_id)
+    # Never re-asked; retried only when transient, as often as the policy allows.
+    assert len(attempts) == 1 + runtime.settings.retry.retries.get(FailureClass(failure), 0)
+    for attempt in attempts:
+        assert attempt.failure_class == failure
+        assert attempt.retry_after_s == (pytest.approx(retry_after) if retry_after else None)
+        assert attempt.error_message
+        assert attempt.expected_schema is not None
 
 
 @pytest.mark.parametrize(
     ("reply", "failure"),
     [
         (error(529), "overloaded"),
-        (error(429, retry_after=2), "rate_limited"),
+        (error(429, retry_after=0.1), "rate_limited"),
         (refusal("No."), "refused"),
         (truncated('{"vendor": "Ac'), "truncated"),
         (error(500), "unavailable"),
@@ -138,19 +141,23 @@ def test_anthropic_failures_are_classified(
     reply: Reply,
     failure: str,
 ) -> None:
-    anthropic_server.enqueue(reply)
+    anthropic_server.default = reply
     runtime = make_runtime()
 
     result = run_workflow(invoice_workflow("claude-test"), INPUT, runtime)
 
     assert (result.status, result.failure_class) == (InstanceStatus.FAILED, failure)
-    (attempt,) = attempts_of(runtime, result.instance_id)
-    assert attempt.failure_class == failure
-    assert attempt.raw_response is not None  # the provider's body, kept as received
+    attempts = attempts_of(runtime, result.instance_id)
+    assert len(attempts) == 1 + runtime.settings.retry.retries.get(FailureClass(failure), 0)
+    for attempt in attempts:
+        assert attempt.failure_class == failure
+        assert attempt.raw_response is not None  # the provider's body, kept as received
 
 
 def test_sdk_retries_are_disabled(make_runtime: Callable[[], Runtime], openai_server: OpenAIServer) -> None:
-    openai_server.enqueue(error(503), error(503), error(503))
+    """Every request that reaches the server is one of our recorded attempts: none are hidden."""
+    openai_server.default = error(503)
     runtime = make_runtime()
-    run_workflow(invoice_workflow("gpt-test"), INPUT, runtime)
-    assert len(openai_server.requests) == 1
+    result = run_workflow(invoice_workflow("gpt-test"), INPUT, runtime)
+    assert len(openai_server.requests) == len(attempts_of(runtime, result.instance_id))
+    assert all(r.headers.get("x-stainless-retry-count", "0") == "0" for r in openai_server.requests)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
     [
         ("gpt-test", "openai", "openai"),
         ("gpt-schema", "openai", "openai"),
-        ("compat-test", "openai", "compat"),
+        ("compat-test", "private", "compat"),
         ("claude-test", "anthropic", "anthropic"),
     ],
 )
@@ -28,12 +28,13 @@ def test_api_providers_return_the_typed_output(
     make_runtime: Callable[[], Runtime],
     openai_server: OpenAIServer,
     anthropic_server: AnthropicServer,
+    private_server: OpenAIServer,
     model_id: str,
     server_name: str,
     provider: str,
 ) -> None:
-    server = openai_server if server_name == "openai" else anthropic_server
-    other = anthropic_server if server_name == "openai" else openai_server
+    servers = {"openai": openai_server, "anthropic": anthropic_server, "private": private_server}
+    server = servers.pop(server_name)
     server.enqueue(ok(VALID))
     runtime = make_runtime()
 
@@ -42,7 +43,7 @@ def test_api_providers_return_the_typed_output(
     assert result.status is InstanceStatus.COMPLETED
     assert result.output == Invoice(**VALID)
     assert len(server.requests) == 1
-    assert not other.requests
+    assert all(not other.requests for other in servers.values())
     sent = server.requests[0].body
     # The extract kind's defaults; Anthropic's Messages API takes no sampling but max_tokens.
     expected = (

@@ -104,3 +104,14 @@ def test_missing_sqlite_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_nonsense_url_is_a_clear_error() -> None:
     with pytest.raises(StorageError, match="not a valid SQLAlchemy URL"):
         open_engine("not a url")
+
+
+def test_migrations_match_the_models(store: Store) -> None:
+    """Fails when a model changes without a migration (autogenerate would find a diff)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with store.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert diff == []

@@ -102,7 +102,7 @@ def test_models_without_their_key_are_skipped(settings: Settings) -> None:
 
 
 def test_pinned_public_model_is_refused_for_pii(settings: Settings) -> None:
-    with pytest.raises(ConfigError, match="is pii but pins model 'cloud-small'"):
+    with pytest.raises(ConfigError, match="is pii but names model 'cloud-small'"):
         choose_route(step(model="cloud-small", sensitivity=Sensitivity.PII), settings)
 
 

@@ -2,16 +2,19 @@
 
 ``run_step`` is what a workflow's ``@flow`` calls: it runs the step as a
 Prefect task named after the step, records a StepRun and every attempt, and
-returns the validated output (or raises ``StepFailed``). ``run_workflow``
-starts an instance: it validates the input, checks that every step can be
-routed, creates the instance row, runs the flow and records how it ended.
+returns the validated output (or raises ``StepFailed``). On a replay, a step
+whose output is already known (completed earlier, or approved by a reviewer)
+returns that output without calling any provider.
+
+Which instance a step belongs to travels in a context variable set by
+``flows.instances`` for the duration of one flow run.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,19 +22,17 @@ from typing import Any, TypeVar
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from flows.workflow import Workflow
 from steps.definition import Prompt, Step
-from steps.errors import DefinitionError, InputError, StepFailed, StepLineError
-from steps.routing import choose_route
+from steps.errors import StepFailed, StepLineError
 from steps.runtime import AttemptRecord, StepExecutor
 from steps.settings import Settings, load_settings
 from storage.db import open_engine
-from storage.models import Attempt, InstanceStatus, StepRunStatus
+from storage.models import Attempt, StepRun, StepRunStatus
 from storage.store import Store
 
-__all__ = ["RunResult", "Runtime", "run_step", "run_workflow"]
+__all__ = ["SCOPE", "Runtime", "Scope", "run_step"]
 
 OutT = TypeVar("OutT", bound=BaseModel)
 
@@ -63,11 +64,17 @@ class Runtime:
 
 
 @dataclass
-class _Scope:
+class Scope:
+    """One flow run of one instance: where its step runs and attempts are recorded."""
+
     runtime: Runtime
     instance_id: str
+    generation: int = 0
+    reusable: dict[tuple[str, int], Any] = field(default_factory=dict)
+    """Outputs known from earlier generations, by (step, index): not recomputed."""
     flow_run_id: str | None = None
     on_step: Callable[[str], None] | None = None
+    failed_run: StepRun | None = None
     counts: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -78,7 +85,7 @@ class _Scope:
             return index
 
 
-_SCOPE: ContextVar[_Scope | None] = ContextVar("stepline_instance", default=None)
+SCOPE: ContextVar[Scope | None] = ContextVar("stepline_instance", default=None)
 _TASKS: dict[int, Task[..., Any]] = {}
 _TASKS_LOCK = threading.Lock()
 
@@ -132,8 +139,8 @@ class _StoreSink:
         )
 
 
-def _scope() -> _Scope:
-    scope = _SCOPE.get()
+def _scope() -> Scope:
+    scope = SCOPE.get()
     if scope is None:
         raise StepLineError(
             "run_step was called outside a workflow instance; start flows with "
@@ -145,7 +152,9 @@ def _scope() -> _Scope:
 def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
     scope = _scope()
     store = scope.runtime.store
-    run = store.start_step_run(scope.instance_id, step.name, index, inputs.model_dump(mode="json"))
+    run = store.start_step_run(
+        scope.instance_id, step.name, index, inputs.model_dump(mode="json"), scope.generation
+    )
     sink = _StoreSink(store, scope.runtime.settings.author, scope.instance_id, run.id)
     try:
         output = scope.runtime.executor.run(step, inputs, sink)
@@ -154,6 +163,7 @@ def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
         store.finish_step_run(
             run.id, StepRunStatus.FAILED, attempts=sink.count, model_id=sink.model_id, failure_class=failure
         )
+        scope.failed_run = run
         raise
     store.finish_step_run(
         run.id,
@@ -189,79 +199,10 @@ def run_step(step: Step[Any, OutT], inputs: BaseModel) -> OutT:
         if context is not None and context.flow_run is not None:
             scope.flow_run_id = str(context.flow_run.id)
             scope.runtime.store.set_flow_run(scope.instance_id, scope.flow_run_id)
+    index = scope.next_index(step.name)
+    known = scope.reusable.get((step.name, index))
+    if known is not None:  # replay: completed before (or approved by a reviewer)
+        return step.output_model.model_validate(known)
     if scope.on_step is not None:
         scope.on_step(step.name)
-    return _task_for(step)(inputs, scope.next_index(step.name))
-
-
-@dataclass(frozen=True)
-class RunResult:
-    instance_id: str
-    status: InstanceStatus
-    output: BaseModel | None = None
-    failed_step: str | None = None
-    failure_class: str | None = None
-    error: str | None = None
-
-
-def parse_input(workflow: Workflow, payload: Mapping[str, Any] | BaseModel, where: str) -> BaseModel:
-    """The payload as the workflow's input model, or an ``InputError`` naming each bad field."""
-    if isinstance(payload, workflow.input_model):
-        return payload
-    try:
-        return workflow.input_model.model_validate(payload)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        fields = ", ".join(workflow.input_model.model_fields)
-        raise InputError(
-            f"{where} does not match {workflow.name}'s input ({workflow.input_model.__name__}: "
-            f"{fields}): {problems}"
-        ) from None
-
-
-def run_workflow(
-    workflow: Workflow,
-    payload: Mapping[str, Any] | BaseModel,
-    runtime: Runtime,
-    *,
-    owner: str | None = None,
-    where: str = "input",
-    on_step: Callable[[str], None] | None = None,
-) -> RunResult:
-    """Run one instance of ``workflow`` to completion or to its failing step."""
-    inputs = parse_input(workflow, payload, where)
-    for step in workflow.steps:  # fail before anything is written if a step cannot be routed
-        choose_route(step, runtime.settings)
-    instance = runtime.store.create_instance(
-        workflow.name, inputs.model_dump(mode="json"), owner or runtime.settings.owner
-    )
-    token = _SCOPE.set(_Scope(runtime, instance.id, on_step=on_step))
-    try:
-        output = workflow.flow(inputs)
-        if not isinstance(output, workflow.output_model):
-            raise DefinitionError(
-                f"workflow {workflow.name!r} returned {type(output).__name__}, "
-                f"not its output model {workflow.output_model.__name__}"
-            )
-    except StepFailed as exc:
-        runtime.store.finish_instance(
-            instance.id,
-            InstanceStatus.FAILED,
-            failed_step=exc.step,
-            failure_class=exc.failure.value,
-            error=exc.message,
-        )
-        return RunResult(instance.id, InstanceStatus.FAILED, None, exc.step, exc.failure.value, exc.message)
-    except BaseException as exc:
-        runtime.store.finish_instance(
-            instance.id, InstanceStatus.FAILED, failure_class="unknown", error=f"{type(exc).__name__}: {exc}"
-        )
-        raise
-    finally:
-        _SCOPE.reset(token)
-    runtime.store.finish_instance(
-        instance.id, InstanceStatus.COMPLETED, output=output.model_dump(mode="json")
-    )
-    return RunResult(instance.id, InstanceStatus.COMPLETED, output)
+    return _task_for(step)(inputs, index)

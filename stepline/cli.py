@@ -85,7 +85,8 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with err.status("loading workflows…"):
-        from flows.engine import Runtime, parse_input, run_workflow
+        from flows.engine import Runtime
+        from flows.instances import parse_input, run_workflow
         from flows.registry import get_workflow
         from steps.errors import ConfigError, StepLineError
         from storage.db import StorageError
@@ -121,12 +122,21 @@ def run(
         out.print_json(result.output.model_dump_json())
         err.print(f"instance {result.instance_id} completed ({calls} step calls)")
         return
+    _report_stop(result)
+
+
+def _report_stop(result: Any) -> NoReturn:
+    """An instance that stopped: where, why, and the command that moves it on."""
     err.print(
-        f"[bold red]instance {result.instance_id} failed[/] at step {result.failed_step!r}: "
-        f"{result.failure_class}"
+        f"[bold red]instance {result.instance_id} {result.status.value}[/] at step "
+        f"{result.failed_step!r}: {result.failure_class}"
     )
     err.print(f"  {result.error}", markup=False)
     err.print(f"  details: stepline show {result.instance_id}")
+    if result.review_id:
+        err.print(f"  review:  stepline review show {result.review_id}")
+    else:
+        err.print(f"  replay:  stepline replay {result.instance_id}")
     raise typer.Exit(1)
 
 

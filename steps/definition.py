@@ -165,6 +165,8 @@ class Step(Generic[InT, OutT]):
     """Catalog model ids tried in order when a model's transient retries run out."""
     fallback_on_refusal: bool = False
     """Let a refusal move to the next model; off, so a refusal is never laundered."""
+    escalate_on_schema_failure: bool = False
+    """After re-asks fail, try once more on a more capable eligible model before review."""
     retry: RetryPolicy | None = None
     """Retry policy for transient failures; ``None`` uses the catalog's ``[retry]``."""
 

@@ -19,7 +19,7 @@ from steps.definition import Sensitivity, Step
 from steps.errors import ConfigError
 from steps.settings import ModelConfig, Settings
 
-__all__ = ["Route", "check_step", "choose_route", "fallback_chain", "ineligibility"]
+__all__ = ["Route", "check_step", "choose_route", "escalation_route", "fallback_chain", "ineligibility"]
 
 _CHARS_PER_TOKEN = 3  # a conservative estimate for the context-size check
 
@@ -121,3 +121,21 @@ def fallback_chain(
         )
         skipped = []
     return chain
+
+
+def escalation_route(
+    step: Step[Any, Any], settings: Settings, after: str, prompt_chars: int = 0
+) -> Route | None:
+    """The cheapest eligible model more capable than ``after``, for one retry of a schema failure."""
+    floor = settings.models[after].tier.rank
+    better = [
+        (model_id, model)
+        for model_id, model in settings.models.items()
+        if model.tier.rank > floor and ineligibility(step, model_id, settings, prompt_chars) is None
+    ]
+    if not better:
+        return None
+    model_id, model = min(better, key=lambda im: (im[1].tier.rank, im[1].input_price + im[1].output_price))
+    return Route(
+        model_id, model, f"escalated from {after} ({settings.models[after].tier.value}) after schema failures"
+    )

@@ -26,7 +26,7 @@ from steps.definition import Prompt, Step
 from steps.errors import TRANSIENT_FAILURES, DefinitionError, FailureClass, StepFailed
 from steps.providers import ModelClient, ProviderPool, capture_bodies
 from steps.retry import RetryPolicy
-from steps.routing import Route, choose_route, fallback_chain
+from steps.routing import Route, choose_route, escalation_route, fallback_chain
 from steps.settings import Settings
 
 __all__ = ["AttemptRecord", "AttemptSink", "StepExecutor", "validation_errors"]
@@ -323,6 +323,9 @@ class StepExecutor:
         policy = step.retry or self.settings.retry
         numbering = itertools.count(1)  # attempt numbers run on across retries and fallbacks
 
+        def attempt_on(route: Route) -> OutT:
+            return self._with_retries(step, route, messages, sampling, version_id, sink, policy, numbering)
+
         failed: StepFailed | None = None
         for route in chain:
             if failed is not None:
@@ -330,11 +333,14 @@ class StepExecutor:
                     route, reason=f"{route.reason}; {failed.model_id} failed with {failed.failure.value}"
                 )
             try:
-                return self._with_retries(
-                    step, route, messages, sampling, version_id, sink, policy, numbering
-                )
+                return attempt_on(route)
             except StepFailed as exc:
                 failed = exc
+                if exc.failure is FailureClass.SCHEMA_INVALID and step.escalate_on_schema_failure:
+                    better = escalation_route(step, self.settings, route.model_id, prompt_chars)
+                    if better is None:
+                        raise
+                    return attempt_on(better)  # once; a second schema failure goes to review
                 if not _moves_on(step, exc.failure):
                     raise
         assert failed is not None

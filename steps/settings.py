@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_CATALOG",
     "SUPPORTED_MODES",
     "ModelConfig",
+    "NotifyConfig",
     "ProviderConfig",
     "ProviderKind",
     "Settings",
@@ -144,6 +145,22 @@ class ModelConfig(_Strict):
         return (tokens_in * self.input_price + tokens_out * self.output_price) / 1_000_000
 
 
+class NotifyConfig(_Strict):
+    """Where owners hear about paused instances and review items (Apprise URLs).
+
+    URLs may carry tokens: write them as ``$VAR`` / ``${VAR}`` and keep the
+    value in the environment; it is substituted when a message is sent.
+    """
+
+    urls: list[str] = Field(default_factory=list)
+    """Targets told about every instance."""
+    owners: dict[str, list[str]] = Field(default_factory=dict)
+    """Extra targets per instance owner (``STEPLINE_OWNER`` / ``--owner``)."""
+
+    def targets_for(self, owner: str) -> list[str]:
+        return [*self.urls, *self.owners.get(owner, [])]
+
+
 class Settings(BaseSettings):
     """Everything Stepline is configured by; env vars override the catalog file."""
 
@@ -159,6 +176,8 @@ class Settings(BaseSettings):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     retry: RetryPolicy = DEFAULT_RETRY
     """Default retry policy for transient failures (``[retry]``); a step may override it."""
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    """Apprise targets for pause and review notifications (``[notify]``)."""
 
     @field_validator("providers", "models")
     @classmethod

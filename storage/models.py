@@ -17,7 +17,18 @@ from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Attempt", "InstanceStatus", "PromptVersion", "StepRun", "StepRunStatus", "WorkflowInstance"]
+__all__ = [
+    "REPLAYABLE",
+    "Attempt",
+    "InstanceStatus",
+    "Notification",
+    "PromptVersion",
+    "ReviewItem",
+    "ReviewStatus",
+    "StepRun",
+    "StepRunStatus",
+    "WorkflowInstance",
+]
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -44,13 +55,29 @@ def _time(nullable: bool = True, index: bool = False) -> Any:
 class InstanceStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
+    NEEDS_REVIEW = "needs_review"
+    """A step's output failed validation (or was refused/truncated): a human decides."""
+    PAUSED = "paused"
+    """Retries and fallbacks ran out (or the provider refused our credentials): replay later."""
     FAILED = "failed"
+    """The workflow itself crashed, or a reviewer rejected the output."""
+
+
+REPLAYABLE = frozenset({InstanceStatus.PAUSED, InstanceStatus.NEEDS_REVIEW, InstanceStatus.FAILED})
 
 
 class StepRunStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    SUPERSEDED = "superseded"
+    """A completed run that a later replay chose to redo (``--from``)."""
+
+
+class ReviewStatus(StrEnum):
+    OPEN = "open"
+    APPROVED = "approved"
+    REJECTED = "rejected"
 
 
 class WorkflowInstance(SQLModel, table=True):
@@ -67,6 +94,8 @@ class WorkflowInstance(SQLModel, table=True):
     failed_step: str | None = Field(default=None, max_length=100)
     failure_class: str | None = Field(default=None, max_length=32)
     error: str | None = Field(default=None, sa_column=Column(Text))
+    generation: int = 0
+    """0 for the first run, then +1 per replay (each replay's step runs carry it)."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
@@ -96,12 +125,13 @@ class StepRun(SQLModel, table=True):
     """One execution of a step within an instance (``index`` counts repeats, e.g. per clause)."""
 
     __tablename__ = "step_run"
-    __table_args__ = (UniqueConstraint("instance_id", "step", "index", name="uq_step_run_key"),)
+    __table_args__ = (UniqueConstraint("instance_id", "step", "index", "generation", name="uq_step_run_key"),)
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     instance_id: str = Field(foreign_key="workflow_instance.id", index=True, max_length=32)
     step: str = Field(max_length=100)
     index: int = 0
+    generation: int = 0
     status: str = Field(default=StepRunStatus.RUNNING.value, max_length=20)
     model_id: str | None = Field(default=None, max_length=100)
     input: Any = _json()
@@ -152,3 +182,47 @@ class Attempt(SQLModel, table=True):
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
     finished_at: datetime | None = _time()
+
+
+class ReviewItem(SQLModel, table=True):
+    """A step output a human must correct or reject before the instance may advance."""
+
+    __tablename__ = "review_item"
+    __table_args__ = (Index("ix_review_status_created", "status", "created_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    instance_id: str = Field(foreign_key="workflow_instance.id", index=True, max_length=32)
+    step_run_id: str = Field(foreign_key="step_run.id", max_length=32)
+    step: str = Field(max_length=100)
+    index: int = 0
+    failure_class: str = Field(max_length=32)
+    raw_output: str | None = Field(default=None, sa_column=Column(Text))
+    expected_schema: Any = _json()
+    validation_errors: Any = _json()
+    status: str = Field(default=ReviewStatus.OPEN.value, max_length=20)
+    output: Any = _json()
+    decided_by: str | None = Field(default=None, max_length=200)
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    decided_at: datetime | None = _time()
+
+
+class Notification(SQLModel, table=True):
+    """One message to an instance's owner, with whether it was delivered."""
+
+    __tablename__ = "notification"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    instance_id: str = Field(foreign_key="workflow_instance.id", index=True, max_length=32)
+    event: str = Field(max_length=32)
+    target: str = Field(max_length=300)
+    """The target's scheme and host only: Apprise URLs can embed tokens."""
+    title: str = Field(max_length=300)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    delivered: bool = False
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )

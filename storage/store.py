@@ -11,14 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from storage.models import (
+    REPLAYABLE,
     Attempt,
     InstanceStatus,
+    Notification,
     PromptVersion,
+    ReviewItem,
+    ReviewStatus,
     StepRun,
     StepRunStatus,
     WorkflowInstance,
@@ -78,8 +83,40 @@ class Store:
             failure_class=failure_class,
             error=error,
             updated_at=now,
-            finished_at=now,
+            finished_at=now if status in (InstanceStatus.COMPLETED, InstanceStatus.FAILED) else None,
         )
+
+    def get_instance(self, instance_id: str) -> WorkflowInstance | None:
+        with self._session() as session:
+            return session.get(WorkflowInstance, instance_id)
+
+    def claim_for_replay(self, instance_id: str, *, allow_completed: bool) -> int | None:
+        """Atomically move a stopped instance back to running; the new generation, or None.
+
+        A single conditional UPDATE decides, so of two concurrent replays (in
+        any number of processes) exactly one gets the instance.
+        """
+        allowed = {s.value for s in REPLAYABLE}
+        if allow_completed:
+            allowed.add(InstanceStatus.COMPLETED.value)
+        with self._session() as session:
+            result = session.execute(
+                update(WorkflowInstance)
+                .where(col(WorkflowInstance.id) == instance_id, col(WorkflowInstance.status).in_(allowed))
+                .values(
+                    status=InstanceStatus.RUNNING.value,
+                    generation=WorkflowInstance.generation + 1,
+                    updated_at=utcnow(),
+                    finished_at=None,
+                )
+            )
+            session.commit()
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            instance = session.get(WorkflowInstance, instance_id)
+            assert instance is not None
+            session.refresh(instance)
+            return instance.generation
 
     def list_instances(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
@@ -125,8 +162,10 @@ class Store:
 
     # Steps and attempts -------------------------------------------------------------
 
-    def start_step_run(self, instance_id: str, step: str, index: int, input: Any) -> StepRun:
-        run = StepRun(instance_id=instance_id, step=step, index=index, input=input)
+    def start_step_run(
+        self, instance_id: str, step: str, index: int, input: Any, generation: int = 0
+    ) -> StepRun:
+        run = StepRun(instance_id=instance_id, step=step, index=index, input=input, generation=generation)
         with self._session() as session:
             session.add(run)
             session.commit()
@@ -152,6 +191,146 @@ class Store:
             failure_class=failure_class,
             finished_at=utcnow(),
         )
+
+    def reusable_outputs(self, instance_id: str) -> dict[tuple[str, int], Any]:
+        """The newest completed output of each (step, index): what a replay need not redo."""
+        query = (
+            select(StepRun)
+            .where(StepRun.instance_id == instance_id, StepRun.status == StepRunStatus.COMPLETED.value)
+            .order_by(col(StepRun.generation))
+        )
+        with self._session() as session:
+            return {(run.step, run.index): run.output for run in session.exec(query).all()}
+
+    def supersede_from(self, instance_id: str, step: str) -> int:
+        """Mark ``step``'s completed runs, and every completed run after it, to be redone."""
+        with self._session() as session:
+            first = session.exec(
+                select(func.min(StepRun.started_at)).where(
+                    StepRun.instance_id == instance_id,
+                    StepRun.step == step,
+                    StepRun.status == StepRunStatus.COMPLETED.value,
+                )
+            ).one()
+            if first is None:
+                return 0
+            result = session.execute(
+                update(StepRun)
+                .where(
+                    col(StepRun.instance_id) == instance_id,
+                    col(StepRun.status) == StepRunStatus.COMPLETED.value,
+                    col(StepRun.started_at) >= first,
+                )
+                .values(status=StepRunStatus.SUPERSEDED.value)
+            )
+            session.commit()
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def last_attempt(self, step_run_id: str) -> Attempt | None:
+        with self._session() as session:
+            return session.exec(
+                select(Attempt)
+                .where(Attempt.step_run_id == step_run_id)
+                .order_by(col(Attempt.attempt_number).desc())
+            ).first()
+
+    def get_step_run(self, step_run_id: str) -> StepRun | None:
+        with self._session() as session:
+            return session.get(StepRun, step_run_id)
+
+    # Reviews and notifications -------------------------------------------------------
+
+    def add_review(self, item: ReviewItem) -> ReviewItem:
+        with self._session() as session:
+            session.add(item)
+            session.commit()
+        return item
+
+    def get_review(self, review_id: str) -> ReviewItem | None:
+        with self._session() as session:
+            found = session.get(ReviewItem, review_id)
+            if found is None:
+                found = session.exec(
+                    select(ReviewItem).where(col(ReviewItem.id).startswith(review_id)).limit(2)
+                ).first()
+            return found
+
+    def list_reviews(
+        self, status: str | None = ReviewStatus.OPEN.value, limit: int = 100
+    ) -> list[ReviewItem]:
+        query = select(ReviewItem).order_by(col(ReviewItem.created_at).desc()).limit(limit)
+        if status:
+            query = query.where(ReviewItem.status == status)
+        with self._session() as session:
+            return list(session.exec(query).all())
+
+    def decide_review(
+        self, review_id: str, status: ReviewStatus, *, by: str, output: Any = None, note: str | None = None
+    ) -> bool:
+        """Close an open review; False if it was already decided (exactly one decision wins).
+
+        An approval also completes the failed step run with the corrected
+        output, in the same transaction, so a replay reuses it.
+        """
+        with self._session() as session:
+            result = session.execute(
+                update(ReviewItem)
+                .where(col(ReviewItem.id) == review_id, col(ReviewItem.status) == ReviewStatus.OPEN.value)
+                .values(status=status.value, output=output, decided_by=by, note=note, decided_at=utcnow())
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
+                return False
+            if status is ReviewStatus.APPROVED:
+                item = session.get(ReviewItem, review_id)
+                assert item is not None
+                session.execute(
+                    update(StepRun)
+                    .where(col(StepRun.id) == item.step_run_id)
+                    .values(
+                        status=StepRunStatus.COMPLETED.value,
+                        output=output,
+                        model_id=f"review:{by}"[:100],
+                        finished_at=utcnow(),
+                    )
+                )
+            session.commit()
+            return True
+
+    def add_notification(self, notification: Notification) -> None:
+        with self._session() as session:
+            session.add(notification)
+            session.commit()
+
+    def notifications(self, instance_id: str | None = None) -> list[Notification]:
+        query = select(Notification).order_by(col(Notification.created_at))
+        if instance_id:
+            query = query.where(Notification.instance_id == instance_id)
+        with self._session() as session:
+            return list(session.exec(query).all())
+
+    def costs(self) -> list[tuple[str, str, str, int, int, int, float]]:
+        """(workflow, step, model, attempts, tokens in, tokens out, USD), most expensive first."""
+        cost = func.coalesce(func.sum(col(Attempt.cost_usd)), 0.0)
+        query = (
+            sa_select(
+                col(WorkflowInstance.workflow),
+                col(Attempt.step),
+                col(Attempt.model_id),
+                func.count(),
+                func.coalesce(func.sum(col(Attempt.tokens_in)), 0),
+                func.coalesce(func.sum(col(Attempt.tokens_out)), 0),
+                cost,
+            )
+            .join(WorkflowInstance, col(WorkflowInstance.id) == col(Attempt.instance_id))
+            .group_by(col(WorkflowInstance.workflow), col(Attempt.step), col(Attempt.model_id))
+            .order_by(cost.desc())
+        )
+        with self._session() as session:
+            return [
+                (w, s, m, int(n), int(i), int(o), float(c))
+                for w, s, m, n, i, o, c in session.execute(query).all()
+            ]
 
     def add_attempt(self, attempt: Attempt) -> str:
         with self._session() as session:

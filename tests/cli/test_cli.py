@@ -125,8 +125,8 @@ def test_failed_run_names_instance_step_and_class(cli: Cli, openai_server: OpenA
     result = cli("run", "contract-review", "--input", "-", stdin=SAMPLE.read_text())
     assert result.returncode == 1
     no_traceback(result)
-    assert "failed at step 'extract-clauses': auth" in result.stderr
-    failed = cli("instances", "--status", "failed", "--json")
+    assert "paused at step 'extract-clauses': auth" in result.stderr
+    failed = cli("instances", "--status", "paused", "--json")
     (row,) = [json.loads(line) for line in failed.stdout.splitlines()]
     assert row["id"] in result.stderr
     assert row["failure_class"] == "auth"

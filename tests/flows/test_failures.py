@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from flows.engine import Runtime, run_workflow
+from flows.engine import Runtime
+from flows.instances import run_workflow
 from steps.errors import FailureClass
 from storage.models import Attempt, InstanceStatus
 from tests.flows.helpers import INPUT, VALID, invoice_workflow
@@ -26,6 +27,13 @@ from tests.servers import (
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def expected_status(failure: str) -> InstanceStatus:
+    """Output problems go to a person; everything else pauses for a replay."""
+    if failure in {"schema_invalid", "truncated", "refused"}:
+        return InstanceStatus.NEEDS_REVIEW
+    return InstanceStatus.PAUSED
 
 
 def attempts_of(runtime: Runtime, instance_id: str) -> list[Attempt]:
@@ -73,13 +81,13 @@ def test_exhausted_reasks_fail_the_instance_without_advancing(
 
     result = run_workflow(invoice_workflow("gpt-test", max_reasks=1), INPUT, runtime)
 
-    assert result.status is InstanceStatus.FAILED
+    assert result.status is InstanceStatus.NEEDS_REVIEW
     assert (result.failed_step, result.failure_class) == ("extract-invoice", "schema_invalid")
     attempts = attempts_of(runtime, result.instance_id)
     assert [a.failure_class for a in attempts] == ["schema_invalid", "schema_invalid"]
     detail = runtime.store.instance_detail(result.instance_id)
     assert detail is not None
-    assert detail.instance.status == "failed"
+    assert detail.instance.status == "needs_review"
     assert detail.instance.output is None
     assert detail.step_runs[0].status == "failed"
     assert detail.step_runs[0].attempts == 2
@@ -113,7 +121,7 @@ def test_openai_failures_are_classified(
 
     result = run_workflow(invoice_workflow("gpt-test"), INPUT, runtime)
 
-    assert result.status is InstanceStatus.FAILED
+    assert result.status is expected_status(failure)
     assert result.failure_class == failure
     attempts = attempts_of(runtime, result.instance_id)
     # Never re-asked; retried only when transient, as often as the policy allows.
@@ -146,7 +154,7 @@ def test_anthropic_failures_are_classified(
 
     result = run_workflow(invoice_workflow("claude-test"), INPUT, runtime)
 
-    assert (result.status, result.failure_class) == (InstanceStatus.FAILED, failure)
+    assert (result.status, result.failure_class) == (expected_status(failure), failure)
     attempts = attempts_of(runtime, result.instance_id)
     assert len(attempts) == 1 + runtime.settings.retry.retries.get(FailureClass(failure), 0)
     for attempt in attempts:

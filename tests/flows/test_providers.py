@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from flows.engine import Runtime, run_workflow
+from flows.engine import Runtime
+from flows.instances import run_workflow
 from storage.models import InstanceStatus
 from tests.flows.helpers import INPUT, VALID, Invoice, invoice_workflow
 from tests.servers import AnthropicServer, OpenAIServer, ok

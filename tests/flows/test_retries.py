@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from flows.engine import Runtime, run_workflow
+from flows.engine import Runtime
+from flows.instances import run_workflow
 from steps.definition import Sensitivity
 from steps.errors import ConfigError
 from storage.models import Attempt, InstanceStatus
@@ -73,7 +74,7 @@ def test_retries_per_class_are_bounded_and_auth_never_retries(
     runtime = make_runtime()
     result = run_workflow(invoice_workflow("gpt-test"), INPUT, runtime)
     budget = runtime.settings.retry.retries["unavailable"]  # type: ignore[index]
-    assert (result.status, result.failure_class) == (InstanceStatus.FAILED, "unavailable")
+    assert (result.status, result.failure_class) == (InstanceStatus.PAUSED, "unavailable")
     assert len(openai_server.requests) == 1 + budget
 
     openai_server.clear()
@@ -120,7 +121,7 @@ def test_refusals_are_not_laundered_through_another_model(
     runtime = make_runtime()
 
     result = run_workflow(invoice_workflow("gpt-test", fallbacks=("claude-test",)), INPUT, runtime)
-    assert (result.status, result.failure_class) == (InstanceStatus.FAILED, "refused")
+    assert (result.status, result.failure_class) == (InstanceStatus.NEEDS_REVIEW, "refused")
     assert anthropic_server.requests == []
 
     allowed = invoice_workflow("gpt-test", fallbacks=("claude-test",), fallback_on_refusal=True)
@@ -143,7 +144,7 @@ def test_pii_steps_never_reach_a_public_server_even_when_every_private_model_fai
     workflow = invoice_workflow(None, sensitivity=Sensitivity.PII, fallbacks=("compat-big",))
     result = run_workflow(workflow, INPUT, runtime)
 
-    assert (result.status, result.failure_class) == (InstanceStatus.FAILED, "unavailable")
+    assert (result.status, result.failure_class) == (InstanceStatus.PAUSED, "unavailable")
     assert openai_server.requests == []
     assert anthropic_server.requests == []
     assert {r.body["model"] for r in private_server.requests} == {"qwen2.5", "qwen2.5-72b"}

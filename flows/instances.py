@@ -1,0 +1,292 @@
+"""The life of a workflow instance: run, stop for review or pause, replay, approve, reject.
+
+    running ──> completed
+       │
+       ├──> needs_review   a step's output failed validation (or was refused or
+       │                   truncated) after its re-asks: a ReviewItem holds the
+       │                   raw output, the schema and the errors
+       ├──> paused         retries and fallbacks ran out (or credentials failed):
+       │                   the owner is notified
+       └──> failed         the workflow itself crashed, or a reviewer rejected
+
+    needs_review / paused / failed ──replay──> running   (exactly one replay wins)
+    needs_review ──approve──> (step completed with the correction) ──replay──> running
+
+A replay reruns the flow; steps whose output is already known return it
+without calling a provider, so only the failed step (or the one named with
+``--from``) and what follows run again, with the current prompt.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from flows.engine import SCOPE, Runtime, Scope
+from flows.notify import notify_owner
+from flows.registry import get_workflow
+from flows.workflow import Workflow
+from steps.definition import Step
+from steps.errors import DefinitionError, FailureClass, InputError, StepFailed, StepLineError
+from steps.routing import check_step, choose_route
+from storage.models import InstanceStatus, ReviewItem, ReviewStatus, WorkflowInstance
+
+__all__ = [
+    "REVIEW_FAILURES",
+    "ReplayRefused",
+    "ReviewError",
+    "RunResult",
+    "approve_review",
+    "parse_input",
+    "reject_review",
+    "replay",
+    "run_workflow",
+]
+
+REVIEW_FAILURES = frozenset({FailureClass.SCHEMA_INVALID, FailureClass.TRUNCATED, FailureClass.REFUSED})
+"""Failures about the output itself: a person can judge or correct it."""
+
+
+class ReplayRefused(StepLineError):
+    """The instance is running (another replay?) or completed with no step named to redo."""
+
+
+class ReviewError(StepLineError):
+    """A review cannot be decided: unknown, already decided, or the correction is invalid."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    instance_id: str
+    status: InstanceStatus
+    output: BaseModel | None = None
+    failed_step: str | None = None
+    failure_class: str | None = None
+    error: str | None = None
+    review_id: str | None = None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def parse_input(workflow: Workflow, payload: Mapping[str, Any] | BaseModel, where: str) -> BaseModel:
+    """The payload as the workflow's input model, or an ``InputError`` naming each bad field."""
+    if isinstance(payload, workflow.input_model):
+        return payload
+    try:
+        return workflow.input_model.model_validate(payload)
+    except ValidationError as exc:
+        fields = ", ".join(workflow.input_model.model_fields)
+        raise InputError(
+            f"{where} does not match {workflow.name}'s input ({workflow.input_model.__name__}: "
+            f"{fields}): {_problems(exc)}"
+        ) from None
+
+
+def check_workflow(workflow: Workflow, runtime: Runtime) -> None:
+    """Fail before anything is written if a step's models break the catalog or pii rules."""
+    for step in workflow.steps:
+        check_step(step, runtime.settings)
+        choose_route(step, runtime.settings)
+
+
+def run_workflow(
+    workflow: Workflow,
+    payload: Mapping[str, Any] | BaseModel,
+    runtime: Runtime,
+    *,
+    owner: str | None = None,
+    where: str = "input",
+    on_step: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Start one instance of ``workflow`` and run it until it completes or stops."""
+    inputs = parse_input(workflow, payload, where)
+    check_workflow(workflow, runtime)
+    instance = runtime.store.create_instance(
+        workflow.name, inputs.model_dump(mode="json"), owner or runtime.settings.owner
+    )
+    return _run(workflow, inputs, runtime, Scope(runtime, instance.id, on_step=on_step), instance.owner)
+
+
+def replay(
+    instance_id: str,
+    runtime: Runtime,
+    *,
+    from_step: str | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Rerun an instance from its failed step (or ``from_step``), reusing known outputs."""
+    instance = _instance(runtime, instance_id)
+    workflow = get_workflow(instance.workflow)
+    if from_step is not None:
+        names = [step.name for step in workflow.steps]
+        if from_step not in names:
+            close = difflib.get_close_matches(from_step, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InputError(
+                f"{workflow.name} has no step {from_step!r}; {hint}its steps: {', '.join(names)}"
+            )
+    check_workflow(workflow, runtime)
+    generation = runtime.store.claim_for_replay(instance.id, allow_completed=from_step is not None)
+    if generation is None:
+        current = runtime.store.get_instance(instance.id)
+        status = current.status if current else "gone"
+        hint = "it is being run right now" if status == "running" else "name a step with --from to redo it"
+        raise ReplayRefused(f"instance {instance.id} is {status}; {hint}")
+    if from_step is not None:
+        runtime.store.supersede_from(instance.id, from_step)
+    inputs = workflow.input_model.model_validate(instance.input)
+    scope = Scope(
+        runtime,
+        instance.id,
+        generation=generation,
+        reusable=runtime.store.reusable_outputs(instance.id),
+        on_step=on_step,
+    )
+    return _run(workflow, inputs, runtime, scope, instance.owner)
+
+
+def approve_review(
+    review_id: str, output: Any, runtime: Runtime, *, by: str, note: str | None = None
+) -> RunResult:
+    """Accept a corrected output (validated like the model's) and resume the instance after it."""
+    item = _open_review(runtime, review_id)
+    instance = _instance(runtime, item.instance_id)
+    step = _step_of(get_workflow(instance.workflow), item.step)
+    try:
+        corrected = step.output_model.model_validate(output)
+    except ValidationError as exc:
+        raise ReviewError(
+            f"the correction does not match {step.output_model.__name__} for step {step.name!r}: "
+            f"{_problems(exc)}; nothing was changed"
+        ) from None
+    dumped = corrected.model_dump(mode="json")
+    if not runtime.store.decide_review(item.id, ReviewStatus.APPROVED, by=by, output=dumped, note=note):
+        raise ReviewError(f"review {item.id} was decided by someone else just now; nothing was changed")
+    return replay(instance.id, runtime)
+
+
+def reject_review(review_id: str, runtime: Runtime, *, by: str, note: str | None = None) -> None:
+    """Refuse the output; the instance fails for good (it can still be replayed)."""
+    item = _open_review(runtime, review_id)
+    if not runtime.store.decide_review(item.id, ReviewStatus.REJECTED, by=by, note=note):
+        raise ReviewError(f"review {item.id} was decided by someone else just now; nothing was changed")
+    runtime.store.finish_instance(
+        item.instance_id,
+        InstanceStatus.FAILED,
+        failed_step=item.step,
+        failure_class=item.failure_class,
+        error=f"rejected in review by {by}" + (f": {note}" if note else ""),
+    )
+
+
+def _instance(runtime: Runtime, instance_id: str) -> WorkflowInstance:
+    found = runtime.store.find_instance(instance_id)
+    if not found:
+        raise InputError(f"no instance with id {instance_id!r}; list them with `stepline instances`")
+    if len(found) > 1:
+        raise InputError(f"{instance_id!r} matches several instances; give more of the id")
+    return found[0]
+
+
+def _open_review(runtime: Runtime, review_id: str) -> ReviewItem:
+    item = runtime.store.get_review(review_id)
+    if item is None:
+        raise ReviewError(f"no review with id {review_id!r}; list them with `stepline review list`")
+    if item.status != ReviewStatus.OPEN.value:
+        raise ReviewError(f"review {item.id} is already {item.status} by {item.decided_by}")
+    return item
+
+
+def _step_of(workflow: Workflow, name: str) -> Step[Any, Any]:
+    for step in workflow.steps:
+        if step.name == name:
+            return step
+    raise DefinitionError(f"workflow {workflow.name!r} no longer has a step {name!r}")
+
+
+def _run(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, owner: str) -> RunResult:
+    token = SCOPE.set(scope)
+    try:
+        output = workflow.flow(inputs)
+        if not isinstance(output, workflow.output_model):
+            raise DefinitionError(
+                f"workflow {workflow.name!r} returned {type(output).__name__}, "
+                f"not its output model {workflow.output_model.__name__}"
+            )
+    except StepFailed as exc:
+        return _stopped(workflow, runtime, scope, owner, exc)
+    except BaseException as exc:
+        runtime.store.finish_instance(
+            scope.instance_id,
+            InstanceStatus.FAILED,
+            failure_class="unknown",
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        raise
+    finally:
+        SCOPE.reset(token)
+    runtime.store.finish_instance(
+        scope.instance_id, InstanceStatus.COMPLETED, output=output.model_dump(mode="json")
+    )
+    return RunResult(scope.instance_id, InstanceStatus.COMPLETED, output)
+
+
+def _stopped(workflow: Workflow, runtime: Runtime, scope: Scope, owner: str, exc: StepFailed) -> RunResult:
+    """Park the instance where a person can act, and tell its owner."""
+    store = runtime.store
+    review_id = None
+    run = scope.failed_run
+    if exc.failure in REVIEW_FAILURES and run is not None:
+        last = store.last_attempt(run.id)
+        review_id = store.add_review(
+            ReviewItem(
+                instance_id=scope.instance_id,
+                step_run_id=run.id,
+                step=run.step,
+                index=run.index,
+                failure_class=exc.failure.value,
+                raw_output=last.raw_output if last else exc.raw_output,
+                expected_schema=last.expected_schema if last else None,
+                validation_errors=last.validation_errors if last else None,
+            )
+        ).id
+        status = InstanceStatus.NEEDS_REVIEW
+        action = f"review it: stepline review approve {review_id[:12]} --output <corrected.json>"
+    else:
+        status = InstanceStatus.PAUSED
+        action = f"when the cause is fixed: stepline replay {scope.instance_id[:12]}"
+    store.finish_instance(
+        scope.instance_id, status, failed_step=exc.step, failure_class=exc.failure.value, error=exc.message
+    )
+    notify_owner(
+        store,
+        runtime.settings.notify,
+        instance_id=scope.instance_id,
+        owner=owner,
+        event=status.value,
+        title=f"[stepline] {workflow.name} {scope.instance_id[:12]} {status.value} at {exc.step}",
+        body=json.dumps(
+            {
+                "instance": scope.instance_id,
+                "workflow": workflow.name,
+                "status": status.value,
+                "step": exc.step,
+                "failure_class": exc.failure.value,
+                "error": exc.message[:500],
+                "next": action,
+            },
+            indent=2,
+        ),
+    )
+    return RunResult(
+        scope.instance_id, status, None, exc.step, exc.failure.value, exc.message, review_id=review_id
+    )

@@ -1,0 +1,50 @@
+"""Telling an instance's owner that it paused or needs review, through Apprise.
+
+Every message is persisted with its delivery result. Delivery problems are
+recorded, never raised: a notification must not fail the instance it is about.
+"""
+
+from __future__ import annotations
+
+import os
+from string import Template
+from urllib.parse import urlsplit
+
+from steps.settings import NotifyConfig
+from storage.models import Notification
+from storage.store import Store
+
+__all__ = ["notify_owner"]
+
+
+def _target_label(url: str) -> str:
+    """Scheme and host only: the rest of an Apprise URL may hold a token."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"[:300]
+
+
+def notify_owner(
+    store: Store, config: NotifyConfig, *, instance_id: str, owner: str, event: str, title: str, body: str
+) -> list[Notification]:
+    """Send ``title``/``body`` to every target for ``owner``; one persisted row per target."""
+    import apprise
+
+    sent = []
+    for raw_url in config.targets_for(owner):
+        url = Template(raw_url).safe_substitute(os.environ)
+        row = Notification(
+            instance_id=instance_id, event=event, target=_target_label(raw_url), title=title, body=body
+        )
+        try:
+            target = apprise.Apprise()
+            if not target.add(url):
+                row.error = "not a valid Apprise URL (check the scheme and its arguments)"
+            else:
+                row.delivered = bool(target.notify(title=title, body=body))
+                if not row.delivered:
+                    row.error = "the target did not accept the message"
+        except Exception as exc:
+            row.error = f"{type(exc).__name__}: {exc}"[:1000]
+        store.add_notification(row)
+        sent.append(row)
+    return sent

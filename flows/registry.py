@@ -6,11 +6,20 @@ import difflib
 
 from flows import contract_review
 from flows.workflow import Workflow
-from steps.errors import InputError
+from steps.errors import DefinitionError, InputError
 
-__all__ = ["WORKFLOWS", "get_workflow"]
+__all__ = ["WORKFLOWS", "get_workflow", "register"]
 
 WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (contract_review.WORKFLOW,)}
+
+
+def register(workflow: Workflow) -> Workflow:
+    """Make ``workflow`` runnable by name (``stepline run``, replays, reviews)."""
+    existing = WORKFLOWS.get(workflow.name)
+    if existing is not None and existing is not workflow:
+        raise DefinitionError(f"a different workflow is already registered as {workflow.name!r}")
+    WORKFLOWS[workflow.name] = workflow
+    return workflow
 
 
 def get_workflow(name: str) -> Workflow:

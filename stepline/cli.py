@@ -68,6 +68,64 @@ def _open_store() -> Any:
         _fail(str(exc))
 
 
+def _prepare_flows(verbose: bool) -> None:
+    """Settings for running flows from a terminal; call before Prefect is imported."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Without PREFECT_API_URL, Prefect starts a temporary API server in this process;
+    # on a cold 2-core machine that can take longer than Prefect's default wait.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    with err.status("loading workflows…"):
+        import flows.instances  # noqa: F401  (Prefect, the registry and the runtime)
+    if not verbose:
+        # A failed step is an outcome Stepline records in full (`stepline show`), not a crash:
+        # keep Prefect's task-failure tracebacks and Instructor's retry logs off the terminal.
+        for name in ("prefect", "instructor"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _open_runtime() -> Any:
+    from flows.engine import Runtime
+    from steps.errors import StepLineError
+    from storage.db import StorageError
+
+    try:
+        return Runtime.open()
+    except (StepLineError, StorageError) as exc:
+        _fail(str(exc))
+
+
+def _drive(label: str, work: Any) -> Any:
+    """Run ``work(on_step)`` under a progress line; turn Stepline's errors into exit codes."""
+    from steps.errors import StepLineError
+    from storage.db import StorageError
+
+    calls = 0
+    with err.status(f"{label}: starting Prefect flow…") as status:
+
+        def on_step(step: str) -> None:
+            nonlocal calls
+            calls += 1
+            status.update(f"{label}: model call {calls} ({step})…")
+
+        try:
+            return work(on_step)
+        except (StepLineError, StorageError) as exc:
+            _fail(str(exc))
+        except Exception as exc:  # recorded on the instance as failed/unknown
+            _fail(f"the workflow could not run: {type(exc).__name__}: {exc}", code=1)
+
+
+def _report(result: Any) -> None:
+    from storage.models import InstanceStatus
+
+    if result.status is InstanceStatus.COMPLETED and result.output is not None:
+        out.print_json(result.output.model_dump_json())
+        err.print(f"instance {result.instance_id} completed")
+        return
+    _report_stop(result)
+
+
 @app.command()
 def run(
     workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. contract-review.")],
@@ -79,50 +137,156 @@ def run(
 ) -> None:
     """Run one workflow instance now and print its typed result as JSON."""
     payload, where = _read_input(input)
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # Without PREFECT_API_URL, Prefect starts a temporary API server in this process;
-    # on a cold 2-core machine that can take longer than Prefect's default wait.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with err.status("loading workflows…"):
-        from flows.engine import Runtime
-        from flows.instances import parse_input, run_workflow
-        from flows.registry import get_workflow
-        from steps.errors import ConfigError, StepLineError
-        from storage.db import StorageError
-        from storage.models import InstanceStatus
+    _prepare_flows(verbose)
+    from flows.instances import parse_input, run_workflow
+    from flows.registry import get_workflow
+    from steps.errors import StepLineError
 
-    if not verbose:
-        # A failed step is an outcome Stepline records in full (`stepline show`), not a crash:
-        # keep Prefect's task-failure tracebacks and Instructor's retry logs off the terminal.
-        for name in ("prefect", "instructor"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         chosen = get_workflow(workflow)
         parse_input(chosen, payload, where)
-        runtime = Runtime.open()
-    except (StepLineError, StorageError) as exc:
+    except StepLineError as exc:
         _fail(str(exc))
+    runtime = _open_runtime()
+    _report(
+        _drive(
+            chosen.name,
+            lambda on_step: run_workflow(chosen, payload, runtime, owner=owner, where=where, on_step=on_step),
+        )
+    )
 
-    calls = 0
-    with err.status(f"{chosen.name}: starting Prefect flow…") as status:
 
-        def on_step(step: str) -> None:
-            nonlocal calls
-            calls += 1
-            status.update(f"{chosen.name}: step {calls} ({step})…")
+@app.command()
+def replay(
+    instance: Annotated[str, typer.Argument(help="Instance id (a unique prefix is enough).")],
+    from_step: Annotated[
+        str | None, typer.Option("--from", help="Redo this step and everything after it.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Rerun a paused, failed or needs-review instance from its failed (or named) step."""
+    _prepare_flows(verbose)
+    from flows.instances import replay as replay_instance
 
-        try:
-            result = run_workflow(chosen, payload, runtime, owner=owner, where=where, on_step=on_step)
-        except ConfigError as exc:
-            _fail(str(exc))
-        except Exception as exc:  # recorded on the instance as failed/unknown by run_workflow
-            _fail(f"the workflow could not run: {type(exc).__name__}: {exc}", code=1)
-    if result.status is InstanceStatus.COMPLETED and result.output is not None:
-        out.print_json(result.output.model_dump_json())
-        err.print(f"instance {result.instance_id} completed ({calls} step calls)")
+    runtime = _open_runtime()
+    _report(
+        _drive(
+            f"replay {instance}",
+            lambda on_step: replay_instance(instance, runtime, from_step=from_step, on_step=on_step),
+        )
+    )
+
+
+review_app = typer.Typer(help="Outputs that failed validation, waiting for a person.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("list")
+def review_list(
+    status: Annotated[str, typer.Option(help="open, approved, rejected or all.")] = "open",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List review items, newest first."""
+    from storage.models import ReviewStatus
+
+    if status != "all" and status not in {s.value for s in ReviewStatus}:
+        _fail(f"unknown review status {status!r}; use open, approved, rejected or all")
+    items = _open_store().list_reviews(status=None if status == "all" else status)
+    if as_json:
+        for item in items:
+            out.print(item.model_dump_json(exclude={"expected_schema"}), markup=False)
         return
-    _report_stop(result)
+    table = Table("review", "instance", "step", "failure", "status", "errors", "created (UTC)")
+    for item in items:
+        table.add_row(
+            item.id,
+            item.instance_id[:12],
+            f"{item.step}[{item.index}]",
+            item.failure_class,
+            item.status,
+            str(len(item.validation_errors or [])),
+            item.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    out.print(table)
+
+
+@review_app.command("show")
+def review_show(review: Annotated[str, typer.Argument(help="Review id (a prefix is enough).")]) -> None:
+    """The raw output beside the errors and the schema it had to match."""
+    item = _open_store().get_review(review)
+    if item is None:
+        _fail(f"no review with id {review!r}; list them with `stepline review list`")
+    out.print(f"review {item.id}  instance {item.instance_id}  step {item.step}[{item.index}]", markup=False)
+    out.print(f"status {item.status}  failure {item.failure_class}", markup=False)
+    out.print("raw output (as received):", markup=False)
+    out.print(item.raw_output if item.raw_output is not None else "(none)", markup=False, highlight=False)
+    out.print("validation errors:", markup=False)
+    for error in item.validation_errors or []:
+        out.print(f"  {error['path']}: {error['message']} (input: {error['input']!r})", markup=False)
+    out.print("expected schema:", markup=False)
+    out.print(json.dumps(item.expected_schema, indent=2), markup=False, highlight=False)
+
+
+@review_app.command("approve")
+def review_approve(
+    review: Annotated[str, typer.Argument(help="Review id (a prefix is enough).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="JSON file with the corrected output, or -.")],
+    note: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Accept a corrected output (validated against the step's model) and resume the instance."""
+    corrected, _ = _read_input(output)
+    _prepare_flows(verbose)
+    from flows.instances import approve_review
+
+    runtime = _open_runtime()
+    by = runtime.settings.author
+    _report(
+        _drive(f"review {review}", lambda _: approve_review(review, corrected, runtime, by=by, note=note))
+    )
+
+
+@review_app.command("reject")
+def review_reject(
+    review: Annotated[str, typer.Argument(help="Review id (a prefix is enough).")],
+    note: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
+) -> None:
+    """Refuse the output: the instance fails (it can still be replayed later)."""
+    _prepare_flows(verbose=False)
+    from flows.instances import reject_review
+    from steps.errors import StepLineError
+
+    runtime = _open_runtime()
+    try:
+        reject_review(review, runtime, by=runtime.settings.author, note=note)
+    except StepLineError as exc:
+        _fail(str(exc))
+    err.print(f"review {review} rejected; the instance is failed")
+
+
+@app.command()
+def costs(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False) -> None:
+    """Spend by workflow, step and model: token usage times the catalog's prices."""
+    rows = _open_store().costs()
+    if as_json:
+        for workflow, step, model, attempts, tokens_in, tokens_out, usd in rows:
+            record = {
+                "workflow": workflow,
+                "step": step,
+                "model": model,
+                "attempts": attempts,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "cost_usd": usd,
+            }
+            out.print(json.dumps(record), markup=False)
+        return
+    table = Table("workflow", "step", "model", "attempts", "tokens in", "tokens out", "cost $")
+    for workflow, step, model, attempts, tokens_in, tokens_out, usd in rows:
+        table.add_row(workflow, step, model, str(attempts), str(tokens_in), str(tokens_out), f"{usd:.6f}")
+    table.add_section()
+    table.add_row("total", "", "", str(sum(r[3] for r in rows)), "", "", f"{sum(r[6] for r in rows):.6f}")
+    out.print(table)
 
 
 def _report_stop(result: Any) -> NoReturn:

@@ -432,9 +432,10 @@ class StepExecutor:
                     attempts.fail(exc)
                 last = attempts.last
                 failure = last.failure if last and last.failure else classify_exception(exc)
+                detail = (last.error_message if last and last.error_message else str(exc))[:300]
                 raise StepFailed(
                     f"step {step.name!r} failed on {route.model_id} after {attempts.count} "
-                    f"attempt(s): {failure.value}: {str(exc)[:300]}",
+                    f"attempt(s): {failure.value}: {detail}",
                     step=step.name,
                     failure=failure,
                     raw_output=last.raw_output if last else None,

@@ -136,11 +136,12 @@ def make_runtime(
     from flows.engine import Runtime
     from steps.settings import load_settings
 
-    def make(database_url: str | None = None) -> Runtime:
+    def make(database_url: str | None = None, notify_urls: tuple[str, ...] = ()) -> Runtime:
         catalog = tmp_path / "stepline.toml"
-        catalog.write_text(
-            loopback_catalog(openai_server.base_url, anthropic_server.base_url, private_server.base_url)
-        )
+        text = loopback_catalog(openai_server.base_url, anthropic_server.base_url, private_server.base_url)
+        if notify_urls:
+            text += "\n[notify]\nurls = [" + ", ".join(f'"{url}"' for url in notify_urls) + "]\n"
+        catalog.write_text(text)
         monkeypatch.setenv("STEPLINE_CONFIG", str(catalog))
         monkeypatch.setenv("STEPLINE_DATABASE_URL", database_url or f"sqlite:///{tmp_path / 'stepline.db'}")
         for name, value in TEST_KEYS.items():

@@ -1,0 +1,207 @@
+"""Instances stop where a person can act, tell their owner, and resume without losing work."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from flows.engine import Runtime
+from flows.instances import ReplayRefused, ReviewError, approve_review, reject_review, replay, run_workflow
+from flows.registry import WORKFLOWS
+from storage.models import InstanceStatus
+from tests.flows.helpers import INPUT, VALID
+from tests.flows.pipeline import PIPELINE, tool_of
+from tests.receiver import Receiver, apprise_receiver, closed_port
+from tests.servers import OpenAIServer, error, invalid_json, ok, slow
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(WORKFLOWS, PIPELINE.name, PIPELINE)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with apprise_receiver() as found:
+        yield found
+
+
+def calls(server: OpenAIServer) -> list[str]:
+    return [tool_of(r.body) for r in server.requests]
+
+
+def test_schema_failure_goes_to_review_and_approval_resumes_after_it(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, receiver: Receiver
+) -> None:
+    openai_server.enqueue(invalid_json("{bad"), ok({"vendor": "Acme", "total": "lots", "currency": "EUR"}))
+    runtime = make_runtime(notify_urls=(receiver.url,))
+
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+
+    assert stopped.status is InstanceStatus.NEEDS_REVIEW
+    assert calls(openai_server) == ["Invoice", "Invoice"]  # never advanced to categorize
+    (item,) = runtime.store.list_reviews()
+    assert item.id == stopped.review_id
+    assert item.step == "extract-invoice"
+    assert item.raw_output == '{"vendor": "Acme", "total": "lots", "currency": "EUR"}'
+    assert item.expected_schema["title"] == "Invoice"
+    assert item.validation_errors[0]["path"] == "$.total"
+    (message,) = receiver.messages
+    assert "needs_review" in message["title"]
+    assert stopped.instance_id in message["message"]
+    (note,) = runtime.store.notifications(stopped.instance_id)
+    assert note.delivered
+    assert note.event == "needs_review"
+
+    with pytest.raises(ReviewError, match=r"total: Input should be a valid number"):
+        approve_review(item.id, {"vendor": "Acme", "total": "lots", "currency": "EUR"}, runtime, by="ana")
+    assert runtime.store.get_review(item.id).status == "open"  # type: ignore[union-attr]
+
+    resumed = approve_review(item.id, VALID, runtime, by="ana", note="read the PDF")
+
+    assert resumed.status is InstanceStatus.COMPLETED
+    assert resumed.output.invoice.model_dump() == VALID  # type: ignore[union-attr]
+    assert calls(openai_server) == ["Invoice", "Invoice", "Category"]  # only the next step ran
+    decided = runtime.store.get_review(item.id)
+    assert decided is not None
+    assert (decided.status, decided.decided_by) == ("approved", "ana")
+    with pytest.raises(ReviewError, match="already approved"):
+        approve_review(item.id, VALID, runtime, by="bob")
+
+
+def test_rejecting_a_review_fails_the_instance(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    openai_server.default = invalid_json("nope")
+    runtime = make_runtime()
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+    assert stopped.review_id is not None
+    reject_review(stopped.review_id, runtime, by="ana", note="not an invoice")
+    instance = runtime.store.get_instance(stopped.instance_id)
+    assert instance is not None
+    assert instance.status == "failed"
+    assert instance.error == "rejected in review by ana: not an invoice"
+
+
+def test_exhausted_retries_pause_and_notify_and_replay_skips_finished_steps(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, receiver: Receiver
+) -> None:
+    budget = 1 + 2  # first try + the catalog's retries for `unavailable`
+    openai_server.enqueue(ok(VALID), *[error(503)] * budget)
+    dead = f"json://127.0.0.1:{closed_port()}"
+    runtime = make_runtime(notify_urls=(receiver.url, dead))
+
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+
+    assert (stopped.status, stopped.failed_step, stopped.failure_class) == (
+        InstanceStatus.PAUSED,
+        "categorize",
+        "unavailable",
+    )
+    delivered = {n.target: (n.delivered, n.error) for n in runtime.store.notifications(stopped.instance_id)}
+    assert delivered[receiver.url] == (True, None)
+    assert delivered[dead][0] is False
+    assert delivered[dead][1]
+    assert runtime.store.get_instance(stopped.instance_id).status == "paused"  # type: ignore[union-attr]
+    assert len(receiver.messages) == 1
+    assert "paused" in receiver.messages[0]["title"]
+
+    before = len(openai_server.requests)
+    resumed = replay(stopped.instance_id[:10], runtime)
+
+    assert resumed.status is InstanceStatus.COMPLETED
+    assert calls(openai_server)[before:] == ["Category"]  # the finished extract step was not called again
+    detail = runtime.store.instance_detail(stopped.instance_id)
+    assert detail is not None
+    assert detail.instance.generation == 1
+    assert [(r.step, r.generation, r.status) for r in detail.step_runs] == [
+        ("extract-invoice", 0, "completed"),
+        ("categorize", 0, "failed"),
+        ("categorize", 1, "completed"),
+    ]
+    assert len(detail.attempts) == 1 + budget + 1  # every attempt, both runs, on the instance
+
+
+def test_replay_from_a_named_step_redoes_it_and_what_follows(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    runtime = make_runtime()
+    done = run_workflow(PIPELINE, INPUT, runtime)
+    assert done.status is InstanceStatus.COMPLETED
+    with pytest.raises(ReplayRefused, match="is completed; name a step with --from"):
+        replay(done.instance_id, runtime)
+    with pytest.raises(Exception, match="did you mean 'categorize'"):
+        replay(done.instance_id, runtime, from_step="categorise")
+
+    openai_server.clear()
+    again = replay(done.instance_id, runtime, from_step="categorize")
+    assert again.status is InstanceStatus.COMPLETED
+    assert calls(openai_server) == ["Category"]
+
+    openai_server.clear()
+    replay(done.instance_id, runtime, from_step="extract-invoice")
+    assert calls(openai_server) == ["Invoice", "Category"]
+
+
+def test_concurrent_replays_of_one_instance_run_exactly_once(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    openai_server.enqueue(error(401))
+    runtime = make_runtime()
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+    assert stopped.status is InstanceStatus.PAUSED
+    openai_server.enqueue(slow(1.0, ok(VALID)))
+
+    outcomes: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            outcomes.append(replay(stopped.instance_id, runtime))
+        except ReplayRefused as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    refused = [o for o in outcomes if isinstance(o, ReplayRefused)]
+    finished = [o for o in outcomes if not isinstance(o, ReplayRefused)]
+    assert len(refused) == 1
+    assert "is being run right now" in str(refused[0])
+    assert len(finished) == 1
+    assert finished[0].status is InstanceStatus.COMPLETED
+    assert runtime.store.get_instance(stopped.instance_id).generation == 1  # type: ignore[union-attr]
+
+
+def test_concurrent_approvals_act_exactly_once(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    openai_server.enqueue(invalid_json("x"), invalid_json("y"))
+    runtime = make_runtime()
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+    assert stopped.review_id is not None
+
+    outcomes: list[Any] = []
+
+    def approve(who: str) -> None:
+        try:
+            outcomes.append(approve_review(stopped.review_id or "", VALID, runtime, by=who))
+        except (ReviewError, ReplayRefused) as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=approve, args=(who,)) for who in ("ana", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sum(1 for o in outcomes if isinstance(o, ReviewError | ReplayRefused)) == 1
+    assert calls(openai_server).count("Category") == 1
+    assert runtime.store.get_instance(stopped.instance_id).status == "completed"  # type: ignore[union-attr]

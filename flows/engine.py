@@ -12,7 +12,9 @@ Which instance a step belongs to travels in a context variable set by
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -49,7 +51,7 @@ class Runtime:
     def open(cls, settings: Settings | None = None) -> Runtime:
         settings = settings or load_settings()
         store = Store(open_engine(settings.database_url))
-        return cls(settings, store, StepExecutor(settings))
+        return cls(settings, store, StepExecutor(settings, latency=_Cached(store.median_latency_by_model)))
 
     def close(self) -> None:
         """Release provider connections and database connections."""
@@ -61,6 +63,24 @@ class Runtime:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class _Cached:
+    """A store query re-run at most every ``ttl`` seconds (routing reads it per step)."""
+
+    def __init__(self, query: Callable[[], dict[str, float]], ttl: float = 30.0) -> None:
+        self._query = query
+        self._ttl = ttl
+        self._value: dict[str, float] = {}
+        self._at = -math.inf
+        self._lock = threading.Lock()
+
+    def __call__(self) -> dict[str, float]:
+        with self._lock:
+            if time.monotonic() - self._at > self._ttl:
+                self._value = self._query()
+                self._at = time.monotonic()
+            return self._value
 
 
 @dataclass

@@ -27,6 +27,7 @@ __all__ = [
     "EXTRACT",
     "GENERATE",
     "Prompt",
+    "RoutePolicy",
     "Sampling",
     "Sensitivity",
     "Step",
@@ -61,6 +62,14 @@ class Tier(StrEnum):
 
 
 _TIER_RANK = {Tier.CHEAP: 0, Tier.CAPABLE: 1, Tier.FRONTIER: 2}
+
+
+class RoutePolicy(StrEnum):
+    """How the router picks among eligible models (pin ``model`` for an explicit choice)."""
+
+    CHEAPEST = "cheapest"
+    FASTEST = "fastest"
+    """Lowest median latency observed in persisted attempts (unobserved models last)."""
 
 
 class Sampling(BaseModel):
@@ -165,6 +174,12 @@ class Step(Generic[InT, OutT]):
     """Catalog model ids tried in order when a model's transient retries run out."""
     fallback_on_refusal: bool = False
     """Let a refusal move to the next model; off, so a refusal is never laundered."""
+    policy: RoutePolicy = RoutePolicy.CHEAPEST
+    """How to choose among eligible models when ``model`` is not pinned."""
+    latency_budget_ms: float | None = None
+    """Skip models whose observed median latency exceeds this."""
+    max_cost_usd: float | None = None
+    """Skip models whose worst-case cost for this call (prompt + max_tokens) exceeds this."""
     escalate_on_schema_failure: bool = False
     """After re-asks fail, try once more on a more capable eligible model before review."""
     retry: RetryPolicy | None = None

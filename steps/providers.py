@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from steps.errors import ConfigError
+from steps.limits import ModelGate
 from steps.settings import ModelConfig, ProviderConfig, ProviderKind, StructuredMode, default_gguf_path
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class ModelClient:
     provider: ProviderConfig
     client: instructor.Instructor
     embedded: bool
+    gate: ModelGate
 
     def request_kwargs(self, sampling: dict[str, Any]) -> dict[str, Any]:
         """Model name and the sampling values this provider's API accepts.
@@ -156,6 +158,7 @@ class ProviderPool:
             provider=provider,
             client=client,
             embedded=provider.kind is ProviderKind.EMBEDDED,
+            gate=ModelGate(max_concurrency=config.max_concurrency, rpm=config.rpm, tpm=config.tpm),
         )
 
 

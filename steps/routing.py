@@ -12,10 +12,12 @@ runs every step on the embedded model).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from steps.definition import Sensitivity, Step
+from steps.definition import RoutePolicy, Sensitivity, Step
 from steps.errors import ConfigError
 from steps.settings import ModelConfig, Settings
 
@@ -31,8 +33,17 @@ class Route:
     reason: str
 
 
+def worst_case_cost(step: Step[Any, Any], model: ModelConfig, prompt_chars: int) -> float:
+    """USD if the prompt is as long as estimated and the answer uses all of max_tokens."""
+    return model.cost(prompt_chars // _CHARS_PER_TOKEN, step.effective_sampling.max_tokens or 0)
+
+
 def ineligibility(
-    step: Step[Any, Any], model_id: str, settings: Settings, prompt_chars: int = 0
+    step: Step[Any, Any],
+    model_id: str,
+    settings: Settings,
+    prompt_chars: int = 0,
+    latency: Mapping[str, float] | None = None,
 ) -> str | None:
     """Why ``model_id`` may not serve ``step`` now, or ``None`` when it may."""
     model = settings.models.get(model_id)
@@ -46,6 +57,14 @@ def ineligibility(
     needed = prompt_chars // _CHARS_PER_TOKEN + (step.effective_sampling.max_tokens or 0)
     if needed > model.context_window:
         return f"{model_id!r} has a context window of {model.context_window} tokens; the step needs ~{needed}"
+    if step.max_cost_usd is not None and worst_case_cost(step, model, prompt_chars) > step.max_cost_usd:
+        return f"{model_id!r} could cost more than the step's max_cost_usd ({step.max_cost_usd})"
+    observed = (latency or {}).get(model_id)
+    if step.latency_budget_ms is not None and observed is not None and observed > step.latency_budget_ms:
+        return (
+            f"{model_id!r} answers in ~{observed:.0f} ms, "
+            f"over the step's {step.latency_budget_ms:.0f} ms budget"
+        )
     return None
 
 
@@ -65,12 +84,17 @@ def check_step(step: Step[Any, Any], settings: Settings) -> None:
             )
 
 
-def choose_route(step: Step[Any, Any], settings: Settings, prompt_chars: int = 0) -> Route:
-    """Pick the first model for ``step`` (pinned, else cheapest eligible of sufficient tier)."""
+def choose_route(
+    step: Step[Any, Any],
+    settings: Settings,
+    prompt_chars: int = 0,
+    latency: Mapping[str, float] | None = None,
+) -> Route:
+    """Pick the first model for ``step``: pinned, else the best eligible one by the step's policy."""
     check_step(step, settings)
     private_only = step.sensitivity is Sensitivity.PII
     if step.model is not None:
-        problem = ineligibility(step, step.model, settings, prompt_chars)
+        problem = ineligibility(step, step.model, settings, prompt_chars, latency)
         if problem:
             raise ConfigError(f"step {step.name!r} pins a model it cannot use now: {problem}")
         return Route(step.model, settings.models[step.model], f"pinned by step {step.name!r}")
@@ -78,21 +102,35 @@ def choose_route(step: Step[Any, Any], settings: Settings, prompt_chars: int = 0
     eligible = [
         (model_id, model)
         for model_id, model in settings.models.items()
-        if ineligibility(step, model_id, settings, prompt_chars) is None
+        if ineligibility(step, model_id, settings, prompt_chars, latency) is None
     ]
     if not eligible:
         need = "a private provider" if private_only else "an available provider"
+        limits = " within its cost and latency limits" if step.max_cost_usd or step.latency_budget_ms else ""
         raise ConfigError(
-            f"no catalog model can serve step {step.name!r}: it needs {need}; add one to "
+            f"no catalog model can serve step {step.name!r}{limits}: it needs {need}; add one to "
             "the catalog or set the API key variable of an existing one"
         )
+    observed = latency or {}
+
+    def rank(item: tuple[str, ModelConfig]) -> tuple[float, float, int]:
+        model_id, model = item
+        price = model.input_price + model.output_price
+        if step.policy is RoutePolicy.FASTEST:
+            return (observed.get(model_id, math.inf), price, model.tier.rank)
+        return (price, observed.get(model_id, math.inf), model.tier.rank)
+
     capable = [(i, m) for i, m in eligible if m.tier.rank >= step.tier.rank]
     scope = " private" if private_only else ""
     if capable:
-        model_id, model = min(
-            capable, key=lambda im: (im[1].input_price + im[1].output_price, im[1].tier.rank)
-        )
-        return Route(model_id, model, f"cheapest available{scope} model of tier >= {step.tier.value}")
+        model_id, model = min(capable, key=rank)
+        if step.policy is RoutePolicy.FASTEST:
+            seen = observed.get(model_id)
+            speed = f"{seen:.0f} ms median" if seen is not None else "no latency observed yet"
+            why = f"fastest available{scope} model of tier >= {step.tier.value} ({speed})"
+        else:
+            why = f"cheapest available{scope} model of tier >= {step.tier.value}"
+        return Route(model_id, model, why)
     model_id, model = max(eligible, key=lambda im: im[1].tier.rank)
     return Route(
         model_id,
@@ -103,7 +141,11 @@ def choose_route(step: Step[Any, Any], settings: Settings, prompt_chars: int = 0
 
 
 def fallback_chain(
-    step: Step[Any, Any], settings: Settings, first: Route, prompt_chars: int = 0
+    step: Step[Any, Any],
+    settings: Settings,
+    first: Route,
+    prompt_chars: int = 0,
+    latency: Mapping[str, float] | None = None,
 ) -> list[Route]:
     """The routed model, then each eligible fallback; skipped ones are named in the next reason."""
     chain = [first]
@@ -111,7 +153,7 @@ def fallback_chain(
     for model_id in step.fallbacks:
         if model_id == first.model_id:
             continue
-        problem = ineligibility(step, model_id, settings, prompt_chars)
+        problem = ineligibility(step, model_id, settings, prompt_chars, latency)
         if problem:
             skipped.append(problem)
             continue

@@ -13,7 +13,7 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -62,7 +62,7 @@ class AttemptRecord:
     cost_usd: float | None = None
     retry_after_s: float | None = None
     wait_s: float | None = None
-    """Seconds waited (backoff or retry-after) before this attempt was sent."""
+    """Seconds waited (backoff, retry-after or client-side rate limit) before this was sent."""
     response_failure: FailureClass | None = field(default=None, repr=False)
 
     @property
@@ -170,6 +170,8 @@ class _Attempts:
 
     def on_kwargs(self, *args: Any, **kwargs: Any) -> None:
         self.count += 1
+        chars = sum(len(str(m.get("content", ""))) for m in kwargs.get("messages") or [])
+        gate_wait = self.client.gate.wait_turn(chars // 3 + int(kwargs.get("max_tokens") or 0))
         self._t0 = time.perf_counter()
         self._bodies_seen = len(self.bodies)
         sampling: dict[str, Any] = {
@@ -189,7 +191,7 @@ class _Attempts:
             sampling=sampling,
             request_messages=_json_safe(messages),
             started_at=datetime.now(UTC),
-            wait_s=self.wait_s if self.count == 1 else None,
+            wait_s=(((self.wait_s or 0.0) if self.count == 1 else 0.0) + gate_wait) or None,
         )
 
     def on_response(self, response: Any) -> None:
@@ -231,6 +233,8 @@ class _Attempts:
         if record.failure is FailureClass.SCHEMA_INVALID:
             record.validation_errors = validation_errors(_root_parse_error(error), record.raw_output)
         record.retry_after_s = retry_after_seconds(error)
+        if record.retry_after_s and record.failure in (FailureClass.RATE_LIMITED, FailureClass.OVERLOADED):
+            self.client.gate.pause(record.retry_after_s)  # every caller of this model waits
         self.sink.attempt_finished(record)
         self.last = record
         return record
@@ -294,10 +298,13 @@ class StepExecutor:
         settings: Settings,
         pool: ProviderPool | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        latency: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool or ProviderPool(settings.providers, settings.models)
         self._sleep = sleep
+        self._latency = latency
+        """Observed median latency per model id (from persisted attempts), for routing."""
 
     def close(self) -> None:
         self.pool.close()
@@ -316,8 +323,9 @@ class StepExecutor:
             )
         messages = step.prompt.render(inputs)
         prompt_chars = sum(len(m["content"]) for m in messages)
-        first = choose_route(step, self.settings, prompt_chars)
-        chain = fallback_chain(step, self.settings, first, prompt_chars)
+        observed = self._latency() if self._latency else None
+        first = choose_route(step, self.settings, prompt_chars, observed)
+        chain = fallback_chain(step, self.settings, first, prompt_chars, observed)
         sampling = step.effective_sampling.model_dump()
         version_id = sink.prompt_version(step.name, step.prompt)
         policy = step.retry or self.settings.retry
@@ -412,7 +420,7 @@ class StepExecutor:
         from instructor.core.hooks import Hooks
 
         client = self.pool.get(route.model_id)
-        with capture_bodies() as bodies:
+        with client.gate.slot(), capture_bodies() as bodies:
             attempts = _Attempts(step, client, route, version_id, sink, bodies, numbering, wait_s)
             hooks = Hooks()
             hooks.on("completion:kwargs", attempts.on_kwargs)

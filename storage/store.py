@@ -6,6 +6,7 @@ Every write commits before returning: an attempt is durable the moment its
 
 from __future__ import annotations
 
+import statistics
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -331,6 +332,20 @@ class Store:
                 (w, s, m, int(n), int(i), int(o), float(c))
                 for w, s, m, n, i, o, c in session.execute(query).all()
             ]
+
+    def median_latency_by_model(self, recent: int = 5000) -> dict[str, float]:
+        """Median latency (ms) of each model's recent successful attempts, for routing."""
+        query = (
+            select(Attempt.model_id, Attempt.latency_ms)
+            .where(col(Attempt.failure_class).is_(None), col(Attempt.latency_ms).is_not(None))
+            .order_by(col(Attempt.started_at).desc())
+            .limit(recent)
+        )
+        samples: dict[str, list[float]] = {}
+        with self._session() as session:
+            for model_id, latency in session.exec(query).all():
+                samples.setdefault(model_id, []).append(float(latency or 0.0))
+        return {model_id: statistics.median(values) for model_id, values in samples.items()}
 
     def add_attempt(self, attempt: Attempt) -> str:
         with self._session() as session:

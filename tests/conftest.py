@@ -94,6 +94,14 @@ structured_mode = "json_schema"
 input_price = 0.15
 output_price = 0.60
 
+[models.gpt-limited]
+provider = "openai"
+model = "gpt-limited"
+tier = "cheap"
+structured_mode = "tools"
+rpm = 600
+max_concurrency = 2
+
 [models.compat-test]
 provider = "compat"
 model = "qwen2.5"

@@ -135,3 +135,22 @@ def test_keyless_default_catalog_routes_everything_to_the_embedded_model(
     defaults = load_settings()
     for tier in Tier:
         assert choose_route(step(tier=tier), defaults).model_id == "smollm2"
+
+
+def test_fastest_policy_uses_observed_latency(settings: Settings) -> None:
+    from steps.definition import RoutePolicy
+
+    observed = {"tiny": 900.0, "cloud-small": 120.0}
+    route = choose_route(step(policy=RoutePolicy.FASTEST), settings, latency=observed)
+    assert route.model_id == "cloud-small"
+    assert "120 ms median" in route.reason
+    assert choose_route(step(), settings, latency=observed).model_id == "tiny"  # cheapest by default
+
+
+def test_latency_budget_and_cost_cap_exclude_models(settings: Settings) -> None:
+    observed = {"tiny": 900.0}
+    assert choose_route(step(latency_budget_ms=500), settings, latency=observed).model_id == "cloud-small"
+    capped = step(tier=Tier.CAPABLE, max_cost_usd=0.0001)
+    route = choose_route(capped, settings, prompt_chars=3_000)  # ~1,000 tokens in
+    assert route.model_id in {"tiny", "cloud-small"}  # both capable models would cost more
+    assert "no available model reaches tier capable" in route.reason

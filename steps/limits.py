@@ -1,0 +1,70 @@
+"""Client-side rate limits per model, shared by every step in this process.
+
+Written by hand: the libraries at hand either do not block (``limits`` only
+answers "allowed now?") or cover a single rule, while one gate here combines
+a concurrency cap, evenly spaced requests per minute, a tokens-per-minute
+budget and a pause that a provider's ``retry-after`` imposes on *every*
+caller of the model, not only the one that got the 429. Across processes
+(several workers), issue 8 moves these limits to Prefect's global
+concurrency limits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+__all__ = ["ModelGate"]
+
+
+class ModelGate:
+    """Admission control for one model: ``slot()`` around a call, ``wait_turn()`` per request."""
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
+        self._spacing = 60.0 / rpm if rpm else 0.0
+        self._seconds_per_token = 60.0 / tpm if tpm else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_request = 0.0
+        self._next_tokens = 0.0
+        self._paused_until = 0.0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the model's concurrent-request slots (if it has a cap)."""
+        if self._slots is None:
+            yield
+            return
+        with self._slots:
+            yield
+
+    def wait_turn(self, tokens: int = 0) -> float:
+        """Block until a request of about ``tokens`` may be sent; the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                ready = max(self._next_request, self._next_tokens, self._paused_until)
+                if ready <= now:
+                    self._next_request = now + self._spacing
+                    self._next_tokens = max(now, self._next_tokens) + tokens * self._seconds_per_token
+                    return waited
+            self._sleep(ready - now)
+            waited += ready - now
+
+    def pause(self, seconds: float) -> None:
+        """Hold every caller of this model for ``seconds`` (a provider's retry-after)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)

@@ -62,6 +62,12 @@ base_url = "{openai_url}"
 api_key_env = "STEPLINE_TEST_OPENAI_KEY"
 timeout_s = 2.0
 
+[providers.flaky]
+kind = "openai"
+base_url = "{openai_url}"
+api_key_env = "STEPLINE_TEST_OPENAI_KEY"
+timeout_s = 0.5
+
 [providers.compat]
 kind = "openai_compatible"
 base_url = "{private_url}"
@@ -101,6 +107,12 @@ tier = "cheap"
 structured_mode = "tools"
 rpm = 600
 max_concurrency = 2
+
+[models.gpt-flaky]
+provider = "flaky"
+model = "gpt-flaky"
+tier = "cheap"
+structured_mode = "tools"
 
 [models.compat-test]
 provider = "compat"

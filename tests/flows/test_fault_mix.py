@@ -28,7 +28,7 @@ def storm(seed: int) -> Callable[[dict[str, Any]], Reply]:
     """30% of requests fail with a random fault; the rest get a valid answer for their tool."""
     rng = random.Random(seed)
     lock = threading.Lock()
-    faults = [
+    faults: list[Callable[[], Reply]] = [
         lambda: error(429, retry_after=0.05),
         lambda: error(500),
         lambda: error(503),

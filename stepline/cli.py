@@ -351,13 +351,18 @@ def show(
         _fail(f"no instance with id {instance!r}; list them with `stepline instances`")
     if len(matches) > 1:
         _fail(f"{instance!r} matches several instances; give more of the id")
-    detail = store.instance_detail(matches[0].id)
+    inst_id = matches[0].id
+    detail = store.instance_detail(inst_id)
     assert detail is not None
     if as_json:
         record = {
             "instance": detail.instance.model_dump(mode="json"),
             "step_runs": [run.model_dump(mode="json") for run in detail.step_runs],
             "attempts": [attempt.model_dump(mode="json") for attempt in detail.attempts],
+            "reviews": [
+                r.model_dump(mode="json") for r in store.list_reviews(status=None, instance_id=inst_id)
+            ],
+            "notifications": [n.model_dump(mode="json") for n in store.notifications(inst_id)],
         }
         out.print_json(json.dumps(record))
         return
@@ -385,6 +390,11 @@ def show(
     out.print(table)
     for where, sent in sampling.items():
         out.print(f"sampling sent for {where}: {sent}", markup=False)
+    for review in store.list_reviews(status=None, instance_id=inst_id):
+        out.print(f"review {review.id} ({review.status}) for {review.step}[{review.index}]", markup=False)
+    for note in store.notifications(inst_id):
+        outcome = "delivered" if note.delivered else f"NOT delivered: {note.error}"
+        out.print(f"notified {note.target} about {note.event}: {outcome}", markup=False)
     for a in detail.attempts:
         if a.failure_class:
             out.print(f"\n[bold]{a.step} attempt {a.attempt_number}: {a.failure_class}[/]")

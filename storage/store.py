@@ -257,11 +257,13 @@ class Store:
             return found
 
     def list_reviews(
-        self, status: str | None = ReviewStatus.OPEN.value, limit: int = 100
+        self, status: str | None = ReviewStatus.OPEN.value, limit: int = 100, instance_id: str | None = None
     ) -> list[ReviewItem]:
         query = select(ReviewItem).order_by(col(ReviewItem.created_at).desc()).limit(limit)
         if status:
             query = query.where(ReviewItem.status == status)
+        if instance_id:
+            query = query.where(ReviewItem.instance_id == instance_id)
         with self._session() as session:
             return list(session.exec(query).all())
 

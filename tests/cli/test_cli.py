@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import OpenAIServer, error
+from tests.servers import OpenAIServer, error, invalid_json
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "contracts" / "mutual-nda.json"
@@ -173,3 +173,61 @@ def test_unreachable_database_is_named(cli: Cli) -> None:
         no_traceback(result)
         assert "cannot reach database postgresql+psycopg://nobody:***@127.0.0.1:1/nowhere" in result.stderr
         assert "pw@" not in result.stderr
+
+
+def test_review_approve_resumes_and_a_bad_correction_is_refused(
+    cli: Cli, openai_server: OpenAIServer
+) -> None:
+    openai_server.enqueue(invalid_json("{clauses"), invalid_json("{clauses"), invalid_json("{clauses"))
+    stopped = cli("run", "contract-review", "--input", str(SAMPLE))
+    assert stopped.returncode == 1
+    assert "needs_review at step 'extract-clauses': schema_invalid" in stopped.stderr
+
+    listed = cli("review", "list", "--json")
+    (item,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert item["raw_output"] == "{clauses"
+    assert item["status"] == "open"
+    shown = cli("review", "show", item["id"][:10])
+    assert "{clauses" in shown.stdout
+    assert "expected schema:" in shown.stdout
+
+    bad = cli.folder / "bad.json"
+    bad.write_text('{"clauses": []}')
+    refused = cli("review", "approve", item["id"], "--output", str(bad))
+    assert refused.returncode == 2
+    no_traceback(refused)
+    assert "clauses: List should have at least 1 item" in refused.stderr
+
+    good = cli.folder / "good.json"
+    good.write_text('{"clauses": [{"clause_id": "c1", "heading": "Term", "text": "Runs for 12 months."}]}')
+    approved = cli("review", "approve", item["id"], "--output", str(good), "--note", "fixed by hand")
+    assert approved.returncode == 0, approved.stderr
+    review = json.loads(approved.stdout)
+    assert [c["clause_id"] for c in review["clauses"]] == ["c1"]
+    again = cli("review", "approve", item["id"], "--output", str(good))
+    assert again.returncode == 2
+    assert "already approved" in again.stderr
+
+
+def test_replay_resumes_a_paused_instance_and_costs_add_up(cli: Cli, openai_server: OpenAIServer) -> None:
+    openai_server.enqueue(error(401))
+    stopped = cli("run", "contract-review", "--input", str(SAMPLE))
+    assert stopped.returncode == 1
+    instance = json.loads(cli("instances", "--json").stdout.splitlines()[0])["id"]
+
+    resumed = cli("replay", instance[:12])
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["title"]
+
+    refused = cli("replay", instance)
+    assert refused.returncode == 2
+    assert "is completed; name a step with --from" in refused.stderr
+    typo = cli("replay", instance, "--from", "sumarize-review")
+    assert typo.returncode == 2
+    assert "did you mean 'summarize-review'" in typo.stderr
+
+    costs = [json.loads(line) for line in cli("costs", "--json").stdout.splitlines()]
+    assert {row["step"] for row in costs} == {"extract-clauses", "assess-risk", "summarize-review"}
+    assert all(row["cost_usd"] > 0 for row in costs)
+    table = cli("costs")
+    assert "total" in table.stdout

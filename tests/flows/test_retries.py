@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
+from prefect import flow
 
-from flows.engine import Runtime
+from flows.engine import Runtime, run_step
 from flows.instances import run_workflow
-from steps.definition import Sensitivity
+from flows.workflow import Workflow
+from steps.definition import Sensitivity, Step
 from steps.errors import ConfigError
 from storage.models import Attempt, InstanceStatus
-from tests.flows.helpers import INPUT, VALID, invoice_workflow
+from tests.flows.helpers import INPUT, VALID, Document, Invoice, invoice_workflow
 from tests.servers import AnthropicServer, OpenAIServer, error, ok, refusal, reset, slow
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -160,3 +163,36 @@ def test_a_chain_that_would_send_pii_to_a_public_model_is_rejected_at_load(
         run_workflow(workflow, INPUT, runtime)
     assert runtime.store.list_instances() == []
     assert openai_server.requests == []
+
+
+def test_schema_failure_escalates_once_to_a_more_capable_model_when_the_step_opts_in(
+    make_runtime: Callable[[], Runtime], openai_server: OpenAIServer, anthropic_server: AnthropicServer
+) -> None:
+    openai_server.default = ok({"vendor": "Acme", "total": "n/a", "currency": "EUR"})
+    anthropic_server.default = ok(VALID)
+    runtime = make_runtime()
+    base = invoice_workflow("gpt-test", max_reasks=1)
+    step: Step[Document, Invoice] = replace(base.steps[0], escalate_on_schema_failure=True)
+
+    @flow(name="escalating")
+    def escalating(document: Document) -> Invoice:
+        return run_step(step, document)
+
+    workflow = Workflow(
+        name="escalating",
+        description="t",
+        flow=escalating,
+        input_model=Document,
+        output_model=Invoice,
+        steps=(step,),
+    )
+    result = run_workflow(workflow, INPUT, runtime)
+
+    assert result.status is InstanceStatus.COMPLETED
+    attempts = attempts_of(runtime, result.instance_id)
+    assert [(a.model_id, a.failure_class) for a in attempts] == [
+        ("gpt-test", "schema_invalid"),
+        ("gpt-test", "schema_invalid"),
+        ("compat-big", None),  # the cheapest eligible model of a higher tier
+    ]
+    assert "escalated from gpt-test (cheap) after schema failures" in (attempts[-1].routing_reason or "")

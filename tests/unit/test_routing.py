@@ -154,3 +154,8 @@ def test_latency_budget_and_cost_cap_exclude_models(settings: Settings) -> None:
     route = choose_route(capped, settings, prompt_chars=3_000)  # ~1,000 tokens in
     assert route.model_id in {"tiny", "cloud-small"}  # both capable models would cost more
     assert "no available model reaches tier capable" in route.reason
+
+
+def test_unknown_fallback_model_is_named(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="step 's' names model 'gpt-99', which is not in the catalog"):
+        choose_route(step(fallbacks=("gpt-99",)), settings)

@@ -89,3 +89,25 @@ def test_embedded_model_file_ships_in_the_wheel() -> None:
     path = default_gguf_path()
     assert path.suffix == ".gguf"
     assert path.stat().st_size > 10_000_000
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[retry.retries]\nrate_limitd = 3\n", "retry.retries.rate_limitd"),
+        ("[retry.retries]\nauth = 3\n", "auth is never retried"),
+        ("[retry]\nbase_delay_s = -1\n", "retry.base_delay_s"),
+        ('[notify]\nurls = "json://x"\n', "notify.urls"),
+        (
+            '[providers.p]\nkind = "anthropic"\n[models.m]\nprovider = "p"\nmodel = "c"\n'
+            'structured_mode = "json_schema"\n',
+            "not supported by anthropic providers",
+        ),
+    ],
+)
+def test_bad_failure_handling_config_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, expected: str
+) -> None:
+    monkeypatch.setenv("STEPLINE_CONFIG", str(write(tmp_path, text)))
+    with pytest.raises(ConfigError, match=expected):
+        load_settings()

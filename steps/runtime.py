@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -138,27 +138,37 @@ def _usage(response: Any) -> tuple[int | None, int | None]:
     return tokens_in, tokens_out
 
 
+@dataclass(frozen=True)
+class _StepCall(Generic[OutT]):
+    """What stays the same for every request of one step execution, whichever model serves it."""
+
+    step: Step[Any, OutT]
+    messages: list[dict[str, str]]
+    sampling: dict[str, Any]
+    version_id: str
+    sink: AttemptSink
+    numbering: Iterator[int]
+    """Attempt numbers run on across retries, re-asks and fallbacks."""
+
+
 class _Attempts:
-    """Turns Instructor's hook events for one step call into attempt records."""
+    """Turns Instructor's hook events for one model call into attempt records."""
 
     def __init__(
         self,
-        step: Step[Any, Any],
+        call: _StepCall[Any],
         client: ModelClient,
         route: Route,
-        version_id: str,
-        sink: AttemptSink,
         bodies: list[bytes],
-        numbering: Iterator[int],
-        wait_s: float | None = None,
+        wait_s: float | None,
     ) -> None:
-        self.numbering = numbering
+        self.numbering = call.numbering
         self.wait_s = wait_s
-        self.step = step
+        self.step = call.step
         self.client = client
         self.route = route
-        self.version_id = version_id
-        self.sink = sink
+        self.version_id = call.version_id
+        self.sink = call.sink
         self.bodies = bodies
         self.count = 0
         self.pending: AttemptRecord | None = None
@@ -326,13 +336,18 @@ class StepExecutor:
         observed = self._latency() if self._latency else None
         first = choose_route(step, self.settings, prompt_chars, observed)
         chain = fallback_chain(step, self.settings, first, prompt_chars, observed)
-        sampling = step.effective_sampling.model_dump()
-        version_id = sink.prompt_version(step.name, step.prompt)
+        call = _StepCall(
+            step=step,
+            messages=messages,
+            sampling=step.effective_sampling.model_dump(),
+            version_id=sink.prompt_version(step.name, step.prompt),
+            sink=sink,
+            numbering=itertools.count(1),
+        )
         policy = step.retry or self.settings.retry
-        numbering = itertools.count(1)  # attempt numbers run on across retries and fallbacks
 
         def attempt_on(route: Route) -> OutT:
-            return self._with_retries(step, route, messages, sampling, version_id, sink, policy, numbering)
+            return self._with_retries(call, route, policy)
 
         failed: StepFailed | None = None
         for route in chain:
@@ -364,17 +379,7 @@ class StepExecutor:
             retry_after=failed.retry_after,
         ) from failed
 
-    def _with_retries(
-        self,
-        step: Step[Any, OutT],
-        route: Route,
-        messages: list[dict[str, str]],
-        sampling: dict[str, Any],
-        version_id: str,
-        sink: AttemptSink,
-        policy: RetryPolicy,
-        numbering: Iterator[int],
-    ) -> OutT:
+    def _with_retries(self, call: _StepCall[OutT], route: Route, policy: RetryPolicy) -> OutT:
         retries: Counter[FailureClass] = Counter()
         waits: list[float] = []
 
@@ -402,26 +407,17 @@ class StepExecutor:
         ):
             with attempt:
                 wait_s = waits[-1] if waits else None
-                return self._call(step, route, messages, sampling, version_id, sink, numbering, wait_s)
+                return self._call(call, route, wait_s)
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
-    def _call(
-        self,
-        step: Step[Any, OutT],
-        route: Route,
-        messages: list[dict[str, str]],
-        sampling: dict[str, Any],
-        version_id: str,
-        sink: AttemptSink,
-        numbering: Iterator[int],
-        wait_s: float | None,
-    ) -> OutT:
+    def _call(self, call: _StepCall[OutT], route: Route, wait_s: float | None) -> OutT:
         """One Instructor call on one model (its re-asks included)."""
         from instructor.core.hooks import Hooks
 
+        step = call.step
         client = self.pool.get(route.model_id)
         with client.gate.slot(), capture_bodies() as bodies:
-            attempts = _Attempts(step, client, route, version_id, sink, bodies, numbering, wait_s)
+            attempts = _Attempts(call, client, route, bodies, wait_s)
             hooks = Hooks()
             hooks.on("completion:kwargs", attempts.on_kwargs)
             hooks.on("completion:response", attempts.on_response)
@@ -429,11 +425,11 @@ class StepExecutor:
             hooks.on("completion:error", attempts.on_completion_error)
             try:
                 output = client.client.create(
-                    messages=messages,  # type: ignore[arg-type]
+                    messages=call.messages,  # type: ignore[arg-type]
                     response_model=step.output_model,
                     max_retries=_reask_policy(step.max_reasks, attempts),
                     hooks=hooks,
-                    **client.request_kwargs(sampling),
+                    **client.request_kwargs(call.sampling),
                 )
             except Exception as exc:
                 if attempts.pending is not None:

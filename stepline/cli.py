@@ -199,7 +199,7 @@ def review_list(
     table = Table("review", "instance", "step", "failure", "status", "errors", "created (UTC)")
     for item in items:
         table.add_row(
-            item.id,
+            item.id[:12],
             item.instance_id[:12],
             f"{item.step}[{item.index}]",
             item.failure_class,
@@ -324,7 +324,7 @@ def instances(
     table = Table("id", "workflow", "status", "failed step", "failure", "owner", "created (UTC)")
     for row in rows:
         table.add_row(
-            row.id,
+            row.id[:12],  # a unique prefix is enough for every command
             row.workflow,
             row.status,
             row.failed_step or "",
@@ -374,7 +374,7 @@ def show(
     out.print(f"flow run {inst.flow_run_id}  created {inst.created_at:%Y-%m-%d %H:%M:%S}", markup=False)
     if inst.failed_step:
         out.print(f"failed at {inst.failed_step}: {inst.failure_class}: {inst.error}", markup=False)
-    table = Table("step", "#", "model", "result", "tokens", "cost $", "ms")
+    table = Table("step", "#", "model", "result", "tokens", "cost $", "ms", "waited s")
     sampling: dict[str, str] = {}
     for a in detail.attempts:
         table.add_row(
@@ -385,6 +385,7 @@ def show(
             f"{a.tokens_in or 0}/{a.tokens_out or 0}",
             f"{a.cost_usd or 0:.6f}",
             f"{a.latency_ms or 0:.0f}",
+            f"{a.wait_s:.2f}" if a.wait_s else "",
         )
         sampling.setdefault(f"{a.step} on {a.model_id}", json.dumps(a.sampling))
     out.print(table)

@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["app", "main"]
@@ -33,7 +34,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -262,6 +263,79 @@ def review_reject(
     except StepLineError as exc:
         _fail(str(exc))
     err.print(f"review {review} rejected; the instance is failed")
+
+
+def _load_catalog() -> Any:
+    from steps.errors import ConfigError
+    from steps.settings import load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def workflows(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False) -> None:
+    """The registered workflows: their steps, tiers, sensitivity, and where each would go now."""
+    settings = _load_catalog()
+    from flows.registry import WORKFLOWS
+    from steps.errors import ConfigError
+    from steps.routing import choose_route
+
+    table = Table("workflow", "step", "kind", "tier", "sensitivity", "routes to now")
+    for workflow in WORKFLOWS.values():
+        for step in workflow.steps:
+            try:
+                route = choose_route(step, settings)
+                target, reason = route.model_id, route.reason
+            except ConfigError as exc:
+                target, reason = "(none)", exc.message
+            if as_json:
+                record = {
+                    "workflow": workflow.name,
+                    "step": step.name,
+                    "kind": step.kind.name,
+                    "tier": step.tier.value,
+                    "sensitivity": step.sensitivity.value,
+                    "model": target,
+                    "reason": reason,
+                    "fallbacks": list(step.fallbacks),
+                }
+                out.print(json.dumps(record), markup=False)
+            else:
+                table.add_row(
+                    workflow.name, step.name, step.kind.name, step.tier.value, step.sensitivity.value, target
+                )
+    if not as_json:
+        out.print(table)
+
+
+@app.command()
+def validate() -> None:
+    """Check the catalog and every workflow against it, without calling any model."""
+    settings = _load_catalog()
+    from flows.registry import WORKFLOWS
+    from steps.errors import ConfigError
+    from steps.routing import check_step, choose_route
+
+    problems = []
+    for workflow in WORKFLOWS.values():
+        for step in workflow.steps:
+            try:
+                check_step(step, settings)
+                choose_route(step, settings)
+            except ConfigError as exc:
+                problems.append(f"{workflow.name} / {step.name}: {exc.message}")
+    for problem in problems:
+        err.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False)
+    if problems:
+        raise typer.Exit(2)
+    steps = sum(len(w.steps) for w in WORKFLOWS.values())
+    err.print(
+        f"ok: {len(settings.providers)} providers, {len(settings.models)} models, "
+        f"{len(WORKFLOWS)} workflows, {steps} steps routable"
+    )
 
 
 @app.command()

@@ -231,3 +231,24 @@ def test_replay_resumes_a_paused_instance_and_costs_add_up(cli: Cli, openai_serv
     assert all(row["cost_usd"] > 0 for row in costs)
     table = cli("costs")
     assert "total" in table.stdout
+
+
+def test_workflows_and_validate_check_routing_without_calling_a_model(
+    cli: Cli, openai_server: OpenAIServer
+) -> None:
+    rows = [json.loads(line) for line in cli("workflows", "--json").stdout.splitlines()]
+    routes = {row["step"]: row["model"] for row in rows if row["workflow"] == "contract-review"}
+    assert routes == {"extract-clauses": "small", "assess-risk": "big", "summarize-review": "small"}
+    ok_run = cli("validate")
+    assert ok_run.returncode == 0
+    assert "ok: 1 providers, 2 models" in ok_run.stderr
+
+    (cli.folder / "stepline.toml").write_text(
+        '[providers.cloud]\nkind = "openai"\napi_key_env = "UNSET_KEY_X"\n'
+    )
+    cli.env.pop("UNSET_KEY_X", None)
+    broken = cli("validate")
+    assert broken.returncode == 2
+    no_traceback(broken)
+    assert "contract-review / extract-clauses: no catalog model can serve step" in broken.stderr
+    assert openai_server.requests == []

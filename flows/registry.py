@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import difflib
 
-from flows import contract_review
+from flows import contract_review, customer_intake
 from flows.workflow import Workflow
 from steps.errors import DefinitionError, InputError
 
 __all__ = ["WORKFLOWS", "get_workflow", "register"]
 
-WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (contract_review.WORKFLOW,)}
+WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (contract_review.WORKFLOW, customer_intake.WORKFLOW)}
 
 
 def register(workflow: Workflow) -> Workflow:

@@ -135,22 +135,26 @@ def replay(
                 f"{workflow.name} has no step {from_step!r}; {hint}its steps: {', '.join(names)}"
             )
     check_workflow(workflow, runtime)
+    inputs = parse_input(workflow, instance.input, f"the stored input of instance {instance.id}")
     generation = runtime.store.claim_for_replay(instance.id, allow_completed=from_step is not None)
     if generation is None:
         current = runtime.store.get_instance(instance.id)
         status = current.status if current else "gone"
         hint = "it is being run right now" if status == "running" else "name a step with --from to redo it"
         raise ReplayRefused(f"instance {instance.id} is {status}; {hint}")
-    if from_step is not None:
-        runtime.store.supersede_from(instance.id, from_step)
-    inputs = workflow.input_model.model_validate(instance.input)
-    scope = Scope(
-        runtime,
-        instance.id,
-        generation=generation,
-        reusable=runtime.store.reusable_outputs(instance.id),
-        on_step=on_step,
-    )
+    try:
+        if from_step is not None:
+            runtime.store.supersede_from(instance.id, from_step)
+        reusable = runtime.store.reusable_outputs(instance.id)
+    except BaseException as exc:  # claimed: never leave it looking "running"
+        runtime.store.finish_instance(
+            instance.id,
+            InstanceStatus.FAILED,
+            failure_class="unknown",
+            error=f"replay could not start: {exc}",
+        )
+        raise
+    scope = Scope(runtime, instance.id, generation=generation, reusable=reusable, on_step=on_step)
     return _run(workflow, inputs, runtime, scope, instance.owner)
 
 
@@ -170,7 +174,7 @@ def approve_review(
         ) from None
     dumped = corrected.model_dump(mode="json")
     if not runtime.store.decide_review(item.id, ReviewStatus.APPROVED, by=by, output=dumped, note=note):
-        raise ReviewError(f"review {item.id} was decided by someone else just now; nothing was changed")
+        raise ReviewError(_decided_elsewhere(runtime, item))
     return replay(instance.id, runtime)
 
 
@@ -178,14 +182,7 @@ def reject_review(review_id: str, runtime: Runtime, *, by: str, note: str | None
     """Refuse the output; the instance fails for good (it can still be replayed)."""
     item = _open_review(runtime, review_id)
     if not runtime.store.decide_review(item.id, ReviewStatus.REJECTED, by=by, note=note):
-        raise ReviewError(f"review {item.id} was decided by someone else just now; nothing was changed")
-    runtime.store.finish_instance(
-        item.instance_id,
-        InstanceStatus.FAILED,
-        failed_step=item.step,
-        failure_class=item.failure_class,
-        error=f"rejected in review by {by}" + (f": {note}" if note else ""),
-    )
+        raise ReviewError(_decided_elsewhere(runtime, item))
 
 
 def _instance(runtime: Runtime, instance_id: str) -> WorkflowInstance:
@@ -197,8 +194,21 @@ def _instance(runtime: Runtime, instance_id: str) -> WorkflowInstance:
     return found[0]
 
 
+def _decided_elsewhere(runtime: Runtime, item: ReviewItem) -> str:
+    current = runtime.store.get_review(item.id)
+    instance = runtime.store.get_instance(item.instance_id)
+    state = current.status if current else "gone"
+    return (
+        f"review {item.id} is now {state} and its instance {instance.status if instance else 'gone'} "
+        "(decided or replayed by someone else just now); nothing was changed"
+    )
+
+
 def _open_review(runtime: Runtime, review_id: str) -> ReviewItem:
-    item = runtime.store.get_review(review_id)
+    try:
+        item = runtime.store.get_review(review_id)
+    except LookupError as exc:
+        raise ReviewError(str(exc)) from None
     if item is None:
         raise ReviewError(f"no review with id {review_id!r}; list them with `stepline review list`")
     if item.status != ReviewStatus.OPEN.value:
@@ -281,8 +291,7 @@ def _stopped(workflow: Workflow, runtime: Runtime, scope: Scope, owner: str, exc
                 "status": status.value,
                 "step": exc.step,
                 "failure_class": exc.failure.value,
-                "error": exc.message[:500],
-                "next": action,
+                "next": action,  # no error text: it can echo the model's output or pii input
             },
             indent=2,
         ),

@@ -113,6 +113,8 @@ def _drive(label: str, work: Any) -> Any:
             return work(on_step)
         except (StepLineError, StorageError) as exc:
             _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted; the instance is recorded as failed: `stepline replay <id>` resumes it", 130)
         except Exception as exc:  # recorded on the instance as failed/unknown
             _fail(f"the workflow could not run: {type(exc).__name__}: {exc}", code=1)
 
@@ -214,7 +216,10 @@ def review_list(
 @review_app.command("show")
 def review_show(review: Annotated[str, typer.Argument(help="Review id (a prefix is enough).")]) -> None:
     """The raw output beside the errors and the schema it had to match."""
-    item = _open_store().get_review(review)
+    try:
+        item = _open_store().get_review(review)
+    except LookupError as exc:
+        _fail(str(exc))
     if item is None:
         _fail(f"no review with id {review!r}; list them with `stepline review list`")
     out.print(f"review {item.id}  instance {item.instance_id}  step {item.step}[{item.index}]", markup=False)

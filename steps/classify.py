@@ -116,6 +116,8 @@ def _status_class(exc: BaseException) -> FailureClass | None:
         kind = error.get("type") if isinstance(error, dict) else None
         if isinstance(kind, str) and kind in _ERROR_BODY_TYPES and status >= 500:
             return _ERROR_BODY_TYPES[kind]
+    if status == 429 and getattr(exc, "code", None) == "insufficient_quota":
+        return _F.AUTH  # OpenAI's billing limit: waiting will not help
     if status in _STATUS:
         return _STATUS[status]
     if status >= 500:

@@ -133,7 +133,7 @@ class ProviderPool:
             self._closers.append(sdk_anthropic.close)
             client = instructor.from_anthropic(sdk_anthropic, mode=mode)
         elif provider.kind is ProviderKind.EMBEDDED:
-            create = _llama_create(config)
+            create = _llama_create(config, self._closers)
             client = instructor.Instructor(
                 client=None,
                 create=instructor.patch(create=create, mode=mode),
@@ -182,7 +182,7 @@ def _modes() -> dict[ProviderKind, dict[StructuredMode, Any]]:
     }
 
 
-def _llama_create(config: ModelConfig) -> Callable[..., Any]:
+def _llama_create(config: ModelConfig, closers: list[Callable[[], None]]) -> Callable[..., Any]:
     """An OpenAI-shaped ``create`` over an in-process llama.cpp model.
 
     Written by hand because Instructor has no llama-cpp-python provider: it
@@ -204,6 +204,7 @@ def _llama_create(config: ModelConfig) -> Callable[..., Any]:
         verbose=False,
     )
     lock = threading.Lock()
+    closers.append(llama.close)
 
     def create(**kwargs: Any) -> ChatCompletion:
         response_format = kwargs.pop("response_format", None)

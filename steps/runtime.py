@@ -149,6 +149,8 @@ class _StepCall(Generic[OutT]):
     sink: AttemptSink
     numbering: Iterator[int]
     """Attempt numbers run on across retries, re-asks and fallbacks."""
+    max_pause_s: float
+    """The longest a provider's retry-after may hold the model's other callers."""
 
 
 class _Attempts:
@@ -163,6 +165,7 @@ class _Attempts:
         wait_s: float | None,
     ) -> None:
         self.numbering = call.numbering
+        self.max_pause_s = call.max_pause_s
         self.wait_s = wait_s
         self.step = call.step
         self.client = client
@@ -179,6 +182,8 @@ class _Attempts:
     # Instructor hook handlers -------------------------------------------------
 
     def on_kwargs(self, *args: Any, **kwargs: Any) -> None:
+        if self.pending is not None:  # never drop an attempt, whatever path ended it
+            self.fail(RuntimeError("the attempt ended without a result"))
         self.count += 1
         chars = sum(len(str(m.get("content", ""))) for m in kwargs.get("messages") or [])
         gate_wait = self.client.gate.wait_turn(chars // 3 + int(kwargs.get("max_tokens") or 0))
@@ -244,7 +249,8 @@ class _Attempts:
             record.validation_errors = validation_errors(_root_parse_error(error), record.raw_output)
         record.retry_after_s = retry_after_seconds(error)
         if record.retry_after_s and record.failure in (FailureClass.RATE_LIMITED, FailureClass.OVERLOADED):
-            self.client.gate.pause(record.retry_after_s)  # every caller of this model waits
+            # Every caller of this model waits, but never longer than the retry policy would.
+            self.client.gate.pause(min(record.retry_after_s, self.max_pause_s))
         self.sink.attempt_finished(record)
         self.last = record
         return record
@@ -290,6 +296,8 @@ def _reask_policy(max_reasks: int, attempts: _Attempts) -> Retrying:
     """
 
     def schema_failure(exc: BaseException) -> bool:
+        if attempts.pending is not None:  # ended without a hook (Instructor's truncation path)
+            attempts.fail(exc)
         last = attempts.last
         return last is not None and last.failure is FailureClass.SCHEMA_INVALID
 
@@ -343,6 +351,7 @@ class StepExecutor:
             version_id=sink.prompt_version(step.name, step.prompt),
             sink=sink,
             numbering=itertools.count(1),
+            max_pause_s=(step.retry or self.settings.retry).max_retry_after_s,
         )
         policy = step.retry or self.settings.retry
 

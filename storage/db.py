@@ -43,8 +43,8 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise StorageError(
-            f"database URL {url!r} is not a valid SQLAlchemy URL; set STEPLINE_DATABASE_URL "
+        raise StorageError(  # the URL is not echoed: it may hold a password
+            "the database URL is not a valid SQLAlchemy URL; set STEPLINE_DATABASE_URL "
             "to e.g. sqlite:///stepline.db or postgresql+psycopg://user@host:5432/db"
         ) from None
     kwargs: dict[str, Any] = {}

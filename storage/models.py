@@ -78,6 +78,8 @@ class ReviewStatus(StrEnum):
     OPEN = "open"
     APPROVED = "approved"
     REJECTED = "rejected"
+    SUPERSEDED = "superseded"
+    """Closed by a replay started before anyone decided."""
 
 
 class WorkflowInstance(SQLModel, table=True):

@@ -111,9 +111,19 @@ class Store:
                     finished_at=None,
                 )
             )
-            session.commit()
             if result.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
                 return None
+            # A replay decides the step afresh: reviews still open no longer apply.
+            session.execute(
+                update(ReviewItem)
+                .where(
+                    col(ReviewItem.instance_id) == instance_id,
+                    col(ReviewItem.status) == ReviewStatus.OPEN.value,
+                )
+                .values(status=ReviewStatus.SUPERSEDED.value, decided_by="replay", decided_at=utcnow())
+            )
+            session.commit()
             instance = session.get(WorkflowInstance, instance_id)
             assert instance is not None
             session.refresh(instance)
@@ -133,7 +143,11 @@ class Store:
 
     def find_instance(self, prefix: str) -> list[WorkflowInstance]:
         """Instances whose id starts with ``prefix`` (ids are shown shortened)."""
-        query = select(WorkflowInstance).where(col(WorkflowInstance.id).startswith(prefix)).limit(2)
+        query = (
+            select(WorkflowInstance)
+            .where(col(WorkflowInstance.id).startswith(prefix, autoescape=True))
+            .limit(2)
+        )
         with self._session() as session:
             return list(session.exec(query).all())
 
@@ -251,9 +265,14 @@ class Store:
         with self._session() as session:
             found = session.get(ReviewItem, review_id)
             if found is None:
-                found = session.exec(
-                    select(ReviewItem).where(col(ReviewItem.id).startswith(review_id)).limit(2)
-                ).first()
+                matches = session.exec(
+                    select(ReviewItem)
+                    .where(col(ReviewItem.id).startswith(review_id, autoescape=True))
+                    .limit(2)
+                ).all()
+                if len(matches) > 1:
+                    raise LookupError(f"{review_id!r} matches several reviews; give more of the id")
+                found = matches[0] if matches else None
             return found
 
     def list_reviews(
@@ -270,15 +289,28 @@ class Store:
     def decide_review(
         self, review_id: str, status: ReviewStatus, *, by: str, output: Any = None, note: str | None = None
     ) -> bool:
-        """Close an open review; False if it was already decided (exactly one decision wins).
+        """Close an open review of a waiting instance; False if that is no longer the case.
 
-        An approval also completes the failed step run with the corrected
-        output, in the same transaction, so a replay reuses it.
+        Exactly one decision wins. In the same transaction an approval
+        completes the failed step run with the corrected output (so a replay
+        reuses it) and a rejection fails the instance.
         """
+        waiting = (
+            sa_select(WorkflowInstance.id)  # type: ignore[call-overload]
+            .where(
+                col(WorkflowInstance.id) == col(ReviewItem.instance_id),
+                col(WorkflowInstance.status) == InstanceStatus.NEEDS_REVIEW.value,
+            )
+            .exists()
+        )
         with self._session() as session:
             result = session.execute(
                 update(ReviewItem)
-                .where(col(ReviewItem.id) == review_id, col(ReviewItem.status) == ReviewStatus.OPEN.value)
+                .where(
+                    col(ReviewItem.id) == review_id,
+                    col(ReviewItem.status) == ReviewStatus.OPEN.value,
+                    waiting,  # only while the instance is still waiting for this decision
+                )
                 .values(status=status.value, output=output, decided_by=by, note=note, decided_at=utcnow())
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -294,6 +326,21 @@ class Store:
                         status=StepRunStatus.COMPLETED.value,
                         output=output,
                         model_id=f"review:{by}"[:100],
+                        finished_at=utcnow(),
+                    )
+                )
+            else:
+                item = session.get(ReviewItem, review_id)
+                assert item is not None
+                session.execute(
+                    update(WorkflowInstance)
+                    .where(col(WorkflowInstance.id) == item.instance_id)
+                    .values(
+                        status=InstanceStatus.FAILED.value,
+                        failed_step=item.step,
+                        failure_class=item.failure_class,
+                        error=f"rejected in review by {by}" + (f": {note}" if note else ""),
+                        updated_at=utcnow(),
                         finished_at=utcnow(),
                     )
                 )

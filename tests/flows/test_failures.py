@@ -169,3 +169,15 @@ def test_sdk_retries_are_disabled(make_runtime: Callable[[], Runtime], openai_se
     result = run_workflow(invoice_workflow("gpt-test"), INPUT, runtime)
     assert len(openai_server.requests) == len(attempts_of(runtime, result.instance_id))
     assert all(r.headers.get("x-stainless-retry-count", "0") == "0" for r in openai_server.requests)
+
+
+def test_a_truncated_reask_is_recorded_and_never_reasked_again(
+    make_runtime: Callable[[], Runtime], openai_server: OpenAIServer
+) -> None:
+    openai_server.enqueue(invalid_json("{oops"), truncated('{"vendor": "Ac'), truncated('{"vendor": "Ac'))
+    runtime = make_runtime()
+    result = run_workflow(invoice_workflow("gpt-test", max_reasks=2), INPUT, runtime)
+    assert result.failure_class == "truncated"
+    attempts = attempts_of(runtime, result.instance_id)
+    assert [a.failure_class for a in attempts] == ["schema_invalid", "truncated"]
+    assert len(openai_server.requests) == len(attempts) == 2

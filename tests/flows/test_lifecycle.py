@@ -103,10 +103,11 @@ def test_exhausted_retries_pause_and_notify_and_replay_skips_finished_steps(
         "categorize",
         "unavailable",
     )
-    delivered = {n.target: (n.delivered, n.error) for n in runtime.store.notifications(stopped.instance_id)}
-    assert delivered[receiver.url] == (True, None)
-    assert delivered[dead][0] is False
-    assert delivered[dead][1]
+    notes = runtime.store.notifications(stopped.instance_id)
+    assert sorted(n.delivered for n in notes) == [False, True]
+    (undelivered,) = [n for n in notes if not n.delivered]
+    assert undelivered.error  # recorded, and the instance is still paused
+    assert all(n.target.startswith("json://#") for n in notes)  # no host, port or token stored
     assert runtime.store.get_instance(stopped.instance_id).status == "paused"  # type: ignore[union-attr]
     assert len(receiver.messages) == 1
     assert "paused" in receiver.messages[0]["title"]
@@ -205,3 +206,23 @@ def test_concurrent_approvals_act_exactly_once(
     assert sum(1 for o in outcomes if isinstance(o, ReviewError | ReplayRefused)) == 1
     assert calls(openai_server).count("Category") == 1
     assert runtime.store.get_instance(stopped.instance_id).status == "completed"  # type: ignore[union-attr]
+
+
+def test_a_replay_closes_open_reviews_so_a_stale_decision_cannot_undo_it(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    openai_server.enqueue(invalid_json("x"), invalid_json("y"))
+    runtime = make_runtime()
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+    assert stopped.review_id is not None
+
+    assert replay(stopped.instance_id, runtime).status is InstanceStatus.COMPLETED
+    review = runtime.store.get_review(stopped.review_id)
+    assert review is not None
+    assert review.status == "superseded"
+    with pytest.raises(ReviewError, match="already superseded"):
+        reject_review(stopped.review_id, runtime, by="late")
+    instance = runtime.store.get_instance(stopped.instance_id)
+    assert instance is not None
+    assert instance.status == "completed"
+    assert instance.output is not None

@@ -115,3 +115,9 @@ def test_migrations_match_the_models(store: Store) -> None:
     with store.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert diff == []
+
+
+def test_malformed_url_errors_do_not_echo_the_password() -> None:
+    with pytest.raises(StorageError) as caught:
+        open_engine("postgresql+psycopg//bob:s3cret@db/x")
+    assert "s3cret" not in str(caught.value)

@@ -148,3 +148,16 @@ def test_retry_after_headers() -> None:
         status_error(openai, 429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})
     )
     assert dated == 0.0
+
+
+def test_openai_quota_exhaustion_is_not_transient() -> None:
+    body = {
+        "message": "You exceeded your current quota",
+        "type": "insufficient_quota",
+        "code": "insufficient_quota",
+    }
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/x")
+    response = httpx2.Response(429, request=request, json={"error": body})
+    assert (
+        classify_exception(openai.RateLimitError("quota", response=response, body=body)) is FailureClass.AUTH
+    )

@@ -22,7 +22,7 @@ from flows.engine import run_step
 from flows.workflow import Workflow
 from steps.definition import CLASSIFY, EXTRACT, GENERATE, Prompt, Sensitivity, Step, Tier
 
-__all__ = ["WORKFLOW", "customer_intake", "redact"]
+__all__ = ["WORKFLOW", "Redaction", "customer_intake", "reattach", "redact"]
 
 
 class IntakeRequest(BaseModel):
@@ -65,28 +65,47 @@ class IntakeResult(BaseModel):
     reply: DraftReply
 
 
-_PLACEHOLDERS = {"name": "[NAME]", "email": "[EMAIL]", "phone": "[PHONE]", "account_id": "[ACCOUNT]"}
+_KINDS = {"name": "NAME", "email": "EMAIL", "phone": "PHONE", "account_id": "ACCOUNT"}
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"\+?\d[\d ()./-]{6,}\d")
 
 
-def redact(text: str, person: PersonDetails) -> str:
+class Redaction(BaseModel):
+    """Redacted text plus, kept in this process only, what each placeholder stands for."""
+
+    text: str
+    originals: dict[str, str]
+
+
+def redact(text: str, person: PersonDetails) -> Redaction:
     """Replace every extracted value, then any e-mail or phone number the model missed."""
-    for field, placeholder in _PLACEHOLDERS.items():
+    originals: dict[str, str] = {}
+
+    def hide(kind: str, value: str, current: str) -> str:
+        placeholder = next(
+            (p for p, v in originals.items() if v.lower() == value.lower()),
+            f"[{kind}]" if f"[{kind}]" not in originals else f"[{kind} {len(originals) + 1}]",
+        )
+        originals[placeholder] = value
+        return re.sub(re.escape(value), placeholder, current, flags=re.IGNORECASE)
+
+    for field, kind in _KINDS.items():
         value = getattr(person, field)
         if value and value.strip():
-            text = re.sub(re.escape(value.strip()), placeholder, text, flags=re.IGNORECASE)
-    text = _EMAIL.sub(_PLACEHOLDERS["email"], text)
-    return _PHONE.sub(_PLACEHOLDERS["phone"], text)
+            text = hide(kind, value.strip(), text)
+    for kind, pattern in (("EMAIL", _EMAIL), ("PHONE", _PHONE)):
+        for found in dict.fromkeys(pattern.findall(text)):  # distinct, in order
+            text = hide(kind, found, text)
+    return Redaction(text=text, originals=originals)
 
 
-def reattach(reply: DraftReply, person: PersonDetails) -> DraftReply:
+def reattach(reply: DraftReply, redaction: Redaction) -> DraftReply:
     """Put the real details back into the draft, here, after every model call."""
     subject, body = reply.subject, reply.body
-    for field, placeholder in _PLACEHOLDERS.items():
-        fill = getattr(person, field) or ("customer" if field == "name" else "")
-        subject = subject.replace(placeholder, fill)
-        body = body.replace(placeholder, fill)
+    names = {"[NAME]": "customer"}  # a greeting without a known name
+    for placeholder, value in {**names, **redaction.originals}.items():
+        subject = subject.replace(placeholder, value)
+        body = body.replace(placeholder, value)
     return DraftReply(subject=subject, body=body)
 
 
@@ -143,12 +162,12 @@ draft_reply: Step[ReplyRequest, DraftReply] = Step(
 def customer_intake(request: IntakeRequest) -> IntakeResult:
     person = run_step(extract_contact, request)
     redacted = redact(request.message, person)
-    triage = run_step(classify_request, RedactedRequest(channel=request.channel, text=redacted))
+    triage = run_step(classify_request, RedactedRequest(channel=request.channel, text=redacted.text))
     draft = run_step(
-        draft_reply, ReplyRequest(text=redacted, category=triage.category, urgency=triage.urgency)
+        draft_reply, ReplyRequest(text=redacted.text, category=triage.category, urgency=triage.urgency)
     )
     return IntakeResult(
-        person=person, category=triage.category, urgency=triage.urgency, reply=reattach(draft, person)
+        person=person, category=triage.category, urgency=triage.urgency, reply=reattach(draft, redacted)
     )
 
 

@@ -182,6 +182,27 @@ def _modes() -> dict[ProviderKind, dict[StructuredMode, Any]]:
     }
 
 
+_GRAMMAR_MAX_LENGTH = 512
+
+
+def _grammar_safe(schema: Any) -> Any:
+    """The schema with string ``maxLength`` capped for llama.cpp's grammar compiler.
+
+    llama.cpp expands ``{0,n}`` into n nested rules and, past a few hundred,
+    rejects the grammar and crashes the process (SIGSEGV with llama-cpp-python
+    0.3.36). Capping only narrows what the model may write; Pydantic still
+    validates the output against the real schema.
+    """
+    if isinstance(schema, dict):
+        safe = {key: _grammar_safe(value) for key, value in schema.items()}
+        if isinstance(safe.get("maxLength"), int) and safe["maxLength"] > _GRAMMAR_MAX_LENGTH:
+            safe["maxLength"] = _GRAMMAR_MAX_LENGTH
+        return safe
+    if isinstance(schema, list):
+        return [_grammar_safe(item) for item in schema]
+    return schema
+
+
 def _llama_create(config: ModelConfig, closers: list[Callable[[], None]]) -> Callable[..., Any]:
     """An OpenAI-shaped ``create`` over an in-process llama.cpp model.
 
@@ -209,7 +230,7 @@ def _llama_create(config: ModelConfig, closers: list[Callable[[], None]]) -> Cal
     def create(**kwargs: Any) -> ChatCompletion:
         response_format = kwargs.pop("response_format", None)
         if response_format and response_format.get("type") == "json_schema":
-            schema = response_format["json_schema"]["schema"]
+            schema = _grammar_safe(response_format["json_schema"]["schema"])
             kwargs["response_format"] = {"type": "json_object", "schema": schema}
         kwargs.pop("model", None)
         kwargs.pop("timeout", None)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.customer_intake import WORKFLOW, PersonDetails, redact
+from flows.customer_intake import WORKFLOW, DraftReply, PersonDetails, reattach, redact
 from flows.engine import Runtime
 from flows.instances import run_workflow
 from storage.models import InstanceStatus
@@ -31,7 +31,15 @@ PEOPLE = {
 def test_redaction_removes_extracted_values_and_stray_contacts() -> None:
     person = PersonDetails(name="Maria Jensen")  # the model missed the e-mail and the phone
     text = "Maria Jensen here, mail maria@example.org or call +45 20 11 33 44."
-    assert redact(text, person) == "[NAME] here, mail [EMAIL] or call [PHONE]."
+    redaction = redact(text, person)
+    assert redaction.text == "[NAME] here, mail [EMAIL] or call [PHONE]."
+    assert redaction.originals == {
+        "[NAME]": "Maria Jensen",
+        "[EMAIL]": "maria@example.org",
+        "[PHONE]": "+45 20 11 33 44",
+    }
+    draft = DraftReply(subject="Re: [NAME]", body="Dear [NAME], we will call [PHONE].")
+    assert reattach(draft, redaction).body == "Dear Maria Jensen, we will call +45 20 11 33 44."
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)

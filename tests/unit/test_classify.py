@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import anthropic
 import httpx2
@@ -161,3 +162,22 @@ def test_openai_quota_exhaustion_is_not_transient() -> None:
     assert (
         classify_exception(openai.RateLimitError("quota", response=response, body=body)) is FailureClass.AUTH
     )
+
+
+def test_embedded_grammar_caps_long_strings() -> None:
+    """llama.cpp crashes on grammars for very long strings; the cap keeps the schema's shape."""
+    from steps.providers import _grammar_safe
+
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "body": {"type": "string", "maxLength": 1500},
+            "id": {"type": "string", "maxLength": 8},
+        },
+        "$defs": {"X": {"type": "array", "items": {"type": "string", "maxLength": 9000}}},
+    }
+    safe = _grammar_safe(schema)
+    assert safe["properties"]["body"]["maxLength"] == 512
+    assert safe["properties"]["id"]["maxLength"] == 8
+    assert safe["$defs"]["X"]["items"]["maxLength"] == 512
+    assert schema["properties"]["body"]["maxLength"] == 1500  # the original is untouched

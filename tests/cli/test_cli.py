@@ -239,9 +239,22 @@ def test_workflows_and_validate_check_routing_without_calling_a_model(
     rows = [json.loads(line) for line in cli("workflows", "--json").stdout.splitlines()]
     routes = {row["step"]: row["model"] for row in rows if row["workflow"] == "contract-review"}
     assert routes == {"extract-clauses": "small", "assess-risk": "big", "summarize-review": "small"}
+    # The catalog has no private model, so the pii step of customer-intake cannot run.
+    public_only = cli("validate")
+    assert public_only.returncode == 2
+    assert "customer-intake / extract-contact: no catalog model can serve step" in public_only.stderr
+    assert "needs a private provider" in public_only.stderr
+
+    catalog = cli.folder / "stepline.toml"
+    catalog.write_text(
+        catalog.read_text()
+        + '\n[providers.vpc]\nkind = "openai_compatible"\n'
+        + 'base_url = "http://127.0.0.1:9/v1"\nprivate = true\n'
+        + '[models.private]\nprovider = "vpc"\nmodel = "qwen"\ntier = "cheap"\n'
+    )
     ok_run = cli("validate")
-    assert ok_run.returncode == 0
-    assert "ok: 1 providers, 2 models" in ok_run.stderr
+    assert ok_run.returncode == 0, ok_run.stderr
+    assert "ok: 2 providers, 3 models, 2 workflows, 6 steps routable" in ok_run.stderr
 
     (cli.folder / "stepline.toml").write_text(
         '[providers.cloud]\nkind = "openai"\napi_key_env = "UNSET_KEY_X"\n'

@@ -22,31 +22,34 @@ class Filed(BaseModel):
     category: Category
 
 
-categorize: Step[Invoice, Category] = Step(
-    name="categorize",
-    kind=CLASSIFY,
-    prompt=Prompt(system="Is this invoice for goods or services?", user="$vendor $total $currency"),
-    input_model=Invoice,
-    output_model=Category,
-    model="gpt-test",
-)
-extract = invoice_workflow("gpt-test", max_reasks=1).steps[0]
+def pipeline(model: str = "gpt-test", name: str = "file-invoice") -> Workflow:
+    """Extract an invoice, then categorise it, both steps pinned to ``model``."""
+    extract: Step[Document, Invoice] = invoice_workflow(model, max_reasks=1).steps[0]
+    categorize: Step[Invoice, Category] = Step(
+        name="categorize",
+        kind=CLASSIFY,
+        prompt=Prompt(system="Is this invoice for goods or services?", user="$vendor $total $currency"),
+        input_model=Invoice,
+        output_model=Category,
+        model=model,
+    )
+
+    @flow(name=name)
+    def file_invoice(document: Document) -> Filed:
+        invoice = run_step(extract, document)
+        return Filed(invoice=invoice, category=run_step(categorize, invoice))
+
+    return Workflow(
+        name=name,
+        description="test pipeline",
+        flow=file_invoice,
+        input_model=Document,
+        output_model=Filed,
+        steps=(extract, categorize),
+    )
 
 
-@flow(name="file-invoice")
-def file_invoice(document: Document) -> Filed:
-    invoice = run_step(extract, document)
-    return Filed(invoice=invoice, category=run_step(categorize, invoice))
-
-
-PIPELINE = Workflow(
-    name="file-invoice",
-    description="test pipeline",
-    flow=file_invoice,
-    input_model=Document,
-    output_model=Filed,
-    steps=(extract, categorize),
-)
+PIPELINE = pipeline()
 
 
 def tool_of(body: dict[str, object]) -> str:

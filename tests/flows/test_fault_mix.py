@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 
-from flows.engine import Runtime, run_step
+from flows.engine import Runtime
 from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
-from flows.workflow import Workflow
-from tests.flows.helpers import INPUT, Document, invoice_workflow
-from tests.flows.pipeline import Filed, categorize
+from tests.flows.helpers import INPUT
+from tests.flows.pipeline import pipeline
 from tests.servers import OpenAIServer, Reply, error, invalid_json, ok, reset, slow
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -56,26 +55,7 @@ def storm(seed: int) -> Callable[[dict[str, Any]], Reply]:
 def test_fault_storm_ends_every_instance_in_a_known_state(
     make_runtime: Callable[[], Runtime], openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    extract = invoice_workflow("gpt-flaky", max_reasks=1).steps[0]
-    from dataclasses import replace
-
-    flaky_categorize = replace(categorize, model="gpt-flaky")
-
-    from prefect import flow
-
-    @flow(name="file-invoice-storm")
-    def storm_flow(document: Document) -> Filed:
-        invoice = run_step(extract, document)
-        return Filed(invoice=invoice, category=run_step(flaky_categorize, invoice))
-
-    workflow = Workflow(
-        name="file-invoice-storm",
-        description="fault storm",
-        flow=storm_flow,
-        input_model=Document,
-        output_model=Filed,
-        steps=(extract, flaky_categorize),
-    )
+    workflow = pipeline("gpt-flaky", name="file-invoice-storm")
     monkeypatch.setitem(WORKFLOWS, workflow.name, workflow)
     openai_server.default = storm(seed=1234)
     runtime = make_runtime()

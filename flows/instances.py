@@ -32,8 +32,15 @@ from flows.notify import notify_owner
 from flows.registry import get_workflow
 from flows.workflow import Workflow
 from steps.definition import Step
-from steps.errors import DefinitionError, FailureClass, InputError, StepFailed, StepLineError
-from steps.routing import check_step, choose_route
+from steps.errors import (
+    DefinitionError,
+    FailureClass,
+    InputError,
+    StepFailed,
+    StepLineError,
+    describe_validation_error,
+)
+from steps.routing import choose_route
 from storage.models import InstanceStatus, ReviewItem, ReviewStatus, WorkflowInstance
 
 __all__ = [
@@ -71,12 +78,6 @@ class RunResult:
     review_id: str | None = None
 
 
-def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-    )
-
-
 def parse_input(workflow: Workflow, payload: Mapping[str, Any] | BaseModel, where: str) -> BaseModel:
     """The payload as the workflow's input model, or an ``InputError`` naming each bad field."""
     if isinstance(payload, workflow.input_model):
@@ -87,15 +88,14 @@ def parse_input(workflow: Workflow, payload: Mapping[str, Any] | BaseModel, wher
         fields = ", ".join(workflow.input_model.model_fields)
         raise InputError(
             f"{where} does not match {workflow.name}'s input ({workflow.input_model.__name__}: "
-            f"{fields}): {_problems(exc)}"
+            f"{fields}): {describe_validation_error(exc)}"
         ) from None
 
 
 def check_workflow(workflow: Workflow, runtime: Runtime) -> None:
     """Fail before anything is written if a step's models break the catalog or pii rules."""
     for step in workflow.steps:
-        check_step(step, runtime.settings)
-        choose_route(step, runtime.settings)
+        choose_route(step, runtime.settings)  # includes check_step
 
 
 def run_workflow(
@@ -170,7 +170,7 @@ def approve_review(
     except ValidationError as exc:
         raise ReviewError(
             f"the correction does not match {step.output_model.__name__} for step {step.name!r}: "
-            f"{_problems(exc)}; nothing was changed"
+            f"{describe_validation_error(exc)}; nothing was changed"
         ) from None
     dumped = corrected.model_dump(mode="json")
     if not runtime.store.decide_review(item.id, ReviewStatus.APPROVED, by=by, output=dumped, note=note):

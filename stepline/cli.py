@@ -322,14 +322,13 @@ def validate() -> None:
     settings = _load_catalog()
     from flows.registry import WORKFLOWS
     from steps.errors import ConfigError
-    from steps.routing import check_step, choose_route
+    from steps.routing import choose_route
 
     problems = []
     for workflow in WORKFLOWS.values():
         for step in workflow.steps:
             try:
-                check_step(step, settings)
-                choose_route(step, settings)
+                choose_route(step, settings)  # includes check_step
             except ConfigError as exc:
                 problems.append(f"{workflow.name} / {step.name}: {exc.message}")
     for problem in problems:

@@ -30,6 +30,7 @@ __all__ = [
     "InputError",
     "StepFailed",
     "StepLineError",
+    "describe_validation_error",
 ]
 
 
@@ -88,6 +89,13 @@ def _rebuild(cls: type[StepLineError], state: dict[str, Any]) -> StepLineError:
     Exception.__init__(error, state.get("message", ""))
     error.__dict__.update(state)
     return error
+
+
+def describe_validation_error(exc: Any) -> str:
+    """A pydantic ValidationError as ``field.path: message; ...`` for one-line error messages."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+    )
 
 
 class ConfigError(StepLineError):

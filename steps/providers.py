@@ -60,7 +60,6 @@ class ModelClient:
     provider_id: str
     provider: ProviderConfig
     client: instructor.Instructor
-    embedded: bool
     gate: ModelGate
 
     def request_kwargs(self, sampling: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +156,6 @@ class ProviderPool:
             provider_id=config.provider,
             provider=provider,
             client=client,
-            embedded=provider.kind is ProviderKind.EMBEDDED,
             gate=ModelGate(max_concurrency=config.max_concurrency, rpm=config.rpm, tpm=config.tpm),
         )
 

@@ -24,7 +24,7 @@ from pydantic_settings import (
 )
 
 from steps.definition import Tier
-from steps.errors import ConfigError
+from steps.errors import ConfigError, describe_validation_error
 from steps.retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = [
@@ -259,9 +259,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = describe_validation_error(exc)
         raise ConfigError(f"{path}: invalid configuration: {problems}") from None
 
 

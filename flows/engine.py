@@ -27,14 +27,14 @@ from prefect.context import FlowRunContext
 from pydantic import BaseModel
 
 from steps.definition import Prompt, Step
-from steps.errors import StepFailed, StepLineError
+from steps.errors import FailureClass, StepFailed, StepLineError
 from steps.runtime import AttemptRecord, StepExecutor
 from steps.settings import Settings, load_settings
 from storage.db import open_engine
 from storage.models import Attempt, StepRun, StepRunStatus
 from storage.store import Store
 
-__all__ = ["SCOPE", "Runtime", "Scope", "run_step"]
+__all__ = ["SCOPE", "Runtime", "Scope", "ensure_prefect_api", "run_step"]
 
 OutT = TypeVar("OutT", bound=BaseModel)
 
@@ -94,6 +94,8 @@ class Scope:
     """Outputs known from earlier generations, by (step, index): not recomputed."""
     flow_run_id: str | None = None
     on_step: Callable[[str], None] | None = None
+    cancel: threading.Event | None = None
+    """Set when the operator stops a batch: the instance pauses before its next step."""
     failed_run: StepRun | None = None
     counts: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -157,6 +159,19 @@ class _StoreSink:
                 finished_at=record.finished_at,
             )
         )
+
+
+def ensure_prefect_api() -> None:
+    """Start Prefect's temporary API server now, from one thread, when no server is configured.
+
+    Prefect 3.9 starts it lazily on a flow's first call, and that start is not
+    thread-safe: flows called from several threads at once race, and the
+    losers fail with "Server process did not start". Batches call this first.
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.api_healthcheck()
 
 
 def _scope() -> Scope:
@@ -223,6 +238,12 @@ def run_step(step: Step[Any, OutT], inputs: BaseModel) -> OutT:
     known = scope.reusable.get((step.name, index))
     if known is not None:  # replay: completed before (or approved by a reviewer)
         return step.output_model.model_validate(known)
+    if scope.cancel is not None and scope.cancel.is_set():
+        raise StepFailed(
+            f"stopped by the operator before step {step.name!r} ran",
+            step=step.name,
+            failure=FailureClass.INTERRUPTED,
+        )
     if scope.on_step is not None:
         scope.on_step(step.name)
     return _task_for(step)(inputs, index)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ __all__ = [
     "ReviewError",
     "RunResult",
     "approve_review",
+    "interrupt",
     "parse_input",
     "reject_review",
     "replay",
@@ -106,14 +108,30 @@ def run_workflow(
     owner: str | None = None,
     where: str = "input",
     on_step: Callable[[str], None] | None = None,
+    source: str | None = None,
+    source_digest: str | None = None,
+    cancel: threading.Event | None = None,
+    on_created: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Start one instance of ``workflow`` and run it until it completes or stops."""
+    """Start one instance of ``workflow`` and run it until it completes or stops.
+
+    ``source`` and ``source_digest`` record which batch item the input came
+    from; setting ``cancel`` pauses the instance before its next step;
+    ``on_created`` hears the new instance's id before its first step.
+    """
     inputs = parse_input(workflow, payload, where)
     check_workflow(workflow, runtime)
     instance = runtime.store.create_instance(
-        workflow.name, inputs.model_dump(mode="json"), owner or runtime.settings.owner
+        workflow.name,
+        inputs.model_dump(mode="json"),
+        owner or runtime.settings.owner,
+        source=source,
+        source_digest=source_digest,
     )
-    return _run(workflow, inputs, runtime, Scope(runtime, instance.id, on_step=on_step), instance.owner)
+    if on_created is not None:
+        on_created(instance.id)
+    scope = Scope(runtime, instance.id, on_step=on_step, cancel=cancel)
+    return _run(workflow, inputs, runtime, scope, instance.owner)
 
 
 def replay(
@@ -234,6 +252,9 @@ def _run(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, 
             )
     except StepFailed as exc:
         return _stopped(workflow, runtime, scope, owner, exc)
+    except KeyboardInterrupt:
+        interrupt(runtime, scope.instance_id)
+        raise
     except BaseException as exc:
         runtime.store.finish_instance(
             scope.instance_id,
@@ -248,6 +269,15 @@ def _run(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, 
         scope.instance_id, InstanceStatus.COMPLETED, output=output.model_dump(mode="json")
     )
     return RunResult(scope.instance_id, InstanceStatus.COMPLETED, output)
+
+
+def interrupt(runtime: Runtime, instance_id: str) -> bool:
+    """Pause a running instance because its process is being stopped; a replay resumes it."""
+    return runtime.store.interrupt_instance(
+        instance_id,
+        failure_class=FailureClass.INTERRUPTED.value,
+        error="stopped by the operator (Ctrl-C) mid-step; `stepline replay` resumes from that step",
+    )
 
 
 def _stopped(workflow: Workflow, runtime: Runtime, scope: Scope, owner: str, exc: StepFailed) -> RunResult:
@@ -277,8 +307,24 @@ def _stopped(workflow: Workflow, runtime: Runtime, scope: Scope, owner: str, exc
     store.finish_instance(
         scope.instance_id, status, failed_step=exc.step, failure_class=exc.failure.value, error=exc.message
     )
+    if exc.failure is not FailureClass.INTERRUPTED:  # the operator stopped it: they know
+        _notify_stop(runtime, workflow, scope, owner, exc, status, action)
+    return RunResult(
+        scope.instance_id, status, None, exc.step, exc.failure.value, exc.message, review_id=review_id
+    )
+
+
+def _notify_stop(
+    runtime: Runtime,
+    workflow: Workflow,
+    scope: Scope,
+    owner: str,
+    exc: StepFailed,
+    status: InstanceStatus,
+    action: str,
+) -> None:
     notify_owner(
-        store,
+        runtime.store,
         runtime.settings.notify,
         instance_id=scope.instance_id,
         owner=owner,
@@ -295,7 +341,4 @@ def _stopped(workflow: Workflow, runtime: Runtime, scope: Scope, owner: str, exc
             },
             indent=2,
         ),
-    )
-    return RunResult(
-        scope.instance_id, status, None, exc.step, exc.failure.value, exc.message, review_id=review_id
     )

@@ -132,13 +132,31 @@ def _report(result: Any) -> None:
 @app.command()
 def run(
     workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. contract-review.")],
-    input: Annotated[str, typer.Option("--input", "-i", help="JSON file with the input, or - for stdin.")],
-    owner: Annotated[str | None, typer.Option(help="Owner notified about this instance.")] = None,
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            help="A JSON file (one instance), a folder of JSON files or a JSONL file (a batch), "
+            "or - for stdin.",
+        ),
+    ],
+    owner: Annotated[str | None, typer.Option(help="Owner notified about these instances.")] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, max=256, help="Batch: instances run at once.")
+    ] = 4,
+    new_only: Annotated[
+        bool,
+        typer.Option("--new-only", help="Batch: skip inputs that already have an instance of this workflow."),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show Prefect's and Instructor's logs.")
     ] = False,
 ) -> None:
-    """Run one workflow instance now and print its typed result as JSON."""
+    """Run a workflow now: one instance printed as JSON, or a batch with progress and a summary."""
+    if input != "-" and Path(input).exists() and _is_batch(Path(input)):
+        _run_batch(workflow, Path(input), owner, concurrency, new_only, verbose)
+        return
     payload, where = _read_input(input)
     _prepare_flows(verbose)
     from flows.instances import parse_input, run_workflow
@@ -157,6 +175,60 @@ def run(
             lambda on_step: run_workflow(chosen, payload, runtime, owner=owner, where=where, on_step=on_step),
         )
     )
+
+
+def _is_batch(path: Path) -> bool:
+    return path.is_dir() or path.suffix.lower() == ".jsonl"
+
+
+def _run_batch(
+    workflow: str, source: Path, owner: str | None, concurrency: int, new_only: bool, verbose: bool
+) -> None:
+    from stepline.batch_view import BatchView
+
+    _prepare_flows(verbose)
+    from flows.batch import read_items, run_batch
+    from flows.registry import get_workflow
+    from steps.errors import StepLineError
+    from storage.db import StorageError
+
+    try:
+        chosen = get_workflow(workflow)
+        items = read_items(source)
+    except StepLineError as exc:
+        _fail(str(exc))
+    if not items:
+        _fail(f"{source} holds no inputs: put JSON files in the folder, or JSON lines in the file")
+    runtime = _open_runtime()
+    view = BatchView(err, chosen.name, len(items))
+    try:
+        with view:
+            report = run_batch(
+                chosen,
+                items,
+                runtime,
+                concurrency=concurrency,
+                owner=owner,
+                skip_seen=new_only,
+                on_outcome=view.advance,
+            )
+    except (StepLineError, StorageError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        err.print(
+            "[bold red]stopped now:[/] instances still running were paused; "
+            "`stepline instances --status paused` lists them and `stepline replay <id>` resumes one"
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Worker threads may still be blocked in a model call; their instances are paused
+        # already, so end the process instead of waiting for them.
+        os._exit(130)
+    view.summary(out, report)
+    if report.interrupted:
+        raise typer.Exit(130)
+    if report.needing_attention():
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -331,6 +403,9 @@ def validate() -> None:
                 choose_route(step, settings)  # includes check_step
             except ConfigError as exc:
                 problems.append(f"{workflow.name} / {step.name}: {exc.message}")
+    from flows.schedules import schedule_problems
+
+    problems.extend(schedule_problems(settings))
     for problem in problems:
         err.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False)
     if problems:
@@ -338,8 +413,91 @@ def validate() -> None:
     steps = sum(len(w.steps) for w in WORKFLOWS.values())
     err.print(
         f"ok: {len(settings.providers)} providers, {len(settings.models)} models, "
-        f"{len(WORKFLOWS)} workflows, {steps} steps routable"
+        f"{len(WORKFLOWS)} workflows, {steps} steps routable, {len(settings.schedules)} schedules valid"
     )
+
+
+@app.command()
+def schedules(
+    prefect_yaml: Annotated[
+        bool, typer.Option("--prefect-yaml", help="Print the schedules as a prefect.yaml for work pools.")
+    ] = False,
+) -> None:
+    """The configured schedules: what runs when, on which inputs (``[schedules.<name>]``)."""
+    settings = _load_catalog()
+    from flows.schedules import prefect_yaml as render_yaml
+    from flows.schedules import schedule_problems
+    from steps.errors import ConfigError
+    from steps.settings import catalog_path
+
+    if prefect_yaml:
+        try:
+            out.print(render_yaml(settings, source=_config_label(catalog_path())), markup=False, end="")
+        except ConfigError as exc:
+            _fail(str(exc))
+        return
+    table = Table("schedule", "workflow", "when", "inputs", "at once")
+    for name, config in settings.schedules.items():
+        when = f"cron {config.cron}" if config.cron else f"every {config.interval_s:g} s"
+        if config.timezone:
+            when += f" ({config.timezone})"
+        inputs = f"new in {config.input_dir}/" if config.input_dir else f"all of {config.parameters_file}"
+        table.add_row(name, config.workflow, when, inputs, str(config.concurrency))
+    out.print(table)
+    for problem in schedule_problems(settings):
+        err.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False)
+
+
+def _config_label(path: Path) -> str:
+    from steps.settings import DEFAULT_CATALOG
+
+    return "the built-in catalog (steps/default_catalog.toml)" if path == DEFAULT_CATALOG else str(path)
+
+
+@app.command()
+def serve(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Schedules to serve (default: all configured).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Scheduled runs executing at once (default: no limit).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Serve the configured schedules as Prefect deployments until stopped (Ctrl-C)."""
+    settings = _load_catalog()
+    if not settings.schedules:
+        _fail(
+            "no schedules are configured; add one to stepline.toml, e.g. [schedules.inbox] with "
+            'workflow = "contract-review", interval_s = 300, input_dir = "inbox" (see the README)'
+        )
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        _fail(
+            "stepline serve needs a running Prefect server for its schedules to fire: start one with "
+            "`uv run prefect server start --background` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    from prefect import serve as prefect_serve
+
+    from flows.schedules import build_deployments
+    from steps.errors import ConfigError
+
+    try:
+        deployments = build_deployments(settings, names or None)
+    except ConfigError as exc:
+        _fail(str(exc))
+    table = Table("deployment", "schedule", "parameters")
+    for deployment in deployments:
+        table.add_row(
+            f"{deployment.flow_name}/{deployment.name}",
+            escape(str(deployment.schedules[0].schedule if deployment.schedules else "")),
+            escape(json.dumps(deployment.parameters)),
+        )
+    out.print(table)
+    err.print(f"serving {len(deployments)} deployments on {PREFECT_API_URL.value()}; Ctrl-C stops")
+    prefect_serve(*deployments, limit=limit, print_starting_message=False)
 
 
 @app.command()

@@ -57,6 +57,8 @@ class FailureClass(StrEnum):
     """HTTP 401/403 or a missing API key."""
     BAD_REQUEST = "bad_request"
     """HTTP 400/404/422 or a request the model cannot serve (e.g. unsupported mode)."""
+    INTERRUPTED = "interrupted"
+    """The operator stopped the process (Ctrl-C) before the step ran; a replay resumes it."""
     UNKNOWN = "unknown"
     """Anything not mapped above; kept so that no failure is ever dropped."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "NotifyConfig",
     "ProviderConfig",
     "ProviderKind",
+    "ScheduleConfig",
     "Settings",
     "StructuredMode",
     "catalog_path",
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 DEFAULT_CATALOG = Path(__file__).with_name("default_catalog.toml")
+_SCHEDULE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _SECRET_KEYS = {"api_key", "apikey", "key", "token", "secret", "password"}
 
 
@@ -167,6 +170,40 @@ class NotifyConfig(_Strict):
         return [*self.urls, *self.owners.get(owner, [])]
 
 
+class ScheduleConfig(_Strict):
+    """A workflow run on a schedule by ``stepline serve`` (one Prefect deployment each).
+
+    Exactly one of ``cron`` / ``interval_s`` says when; exactly one of
+    ``input_dir`` / ``parameters_file`` says on what. Cron strings and time
+    zones are checked with Prefect's own validators when the schedule is built.
+    """
+
+    workflow: str
+    """Name of a registered workflow, e.g. ``contract-review``."""
+    cron: str | None = None
+    """A cron expression such as ``"0 7 * * mon-fri"``."""
+    interval_s: float | None = Field(default=None, gt=0)
+    """Seconds between runs, instead of ``cron``."""
+    timezone: str | None = None
+    """IANA time zone for ``cron`` (e.g. ``Europe/Berlin``); UTC when unset."""
+    input_dir: Path | None = None
+    """A folder to watch: each run takes the files (or JSONL lines) it has not run before."""
+    parameters_file: Path | None = None
+    """A JSON file (one input) or JSONL file (one per line) run in full on every tick."""
+    concurrency: int = Field(default=4, ge=1, le=256)
+    """Instances run at once within one scheduled run."""
+    owner: str | None = None
+    """Owner notified about this schedule's instances (default: ``owner``)."""
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> ScheduleConfig:
+        if (self.cron is None) == (self.interval_s is None):
+            raise ValueError('set exactly one of cron (e.g. "0 7 * * *") or interval_s (seconds)')
+        if (self.input_dir is None) == (self.parameters_file is None):
+            raise ValueError("set exactly one of input_dir (a folder to watch) or parameters_file")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything Stepline is configured by; env vars override the catalog file."""
 
@@ -184,6 +221,8 @@ class Settings(BaseSettings):
     """Default retry policy for transient failures (``[retry]``); a step may override it."""
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     """Apprise targets for pause and review notifications (``[notify]``)."""
+    schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)
+    """Workflows ``stepline serve`` runs on a schedule (``[schedules.<name>]``)."""
 
     @field_validator("providers", "models")
     @classmethod
@@ -191,6 +230,14 @@ class Settings(BaseSettings):
         for key in value:
             if not key or any(c.isspace() for c in key):
                 raise ValueError(f"id {key!r} must be non-empty with no spaces")
+        return value
+
+    @field_validator("schedules")
+    @classmethod
+    def _schedule_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:  # they become Prefect deployment names
+            if not _SCHEDULE_NAME.match(key):
+                raise ValueError(f"schedule name {key!r} must be lowercase letters, digits and '-'")
         return value
 
     @model_validator(mode="after")

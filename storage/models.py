@@ -84,11 +84,18 @@ class ReviewStatus(StrEnum):
 
 class WorkflowInstance(SQLModel, table=True):
     __tablename__ = "workflow_instance"
-    __table_args__ = (Index("ix_instance_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_instance_status_created", "status", "created_at"),
+        Index("ix_instance_workflow_source_digest", "workflow", "source_digest"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     workflow: str = Field(index=True, max_length=100)
     input: Any = _json(nullable=False)
+    source: str | None = Field(default=None, max_length=500)
+    """Where the input came from in a batch: a file, or ``file.jsonl:line``."""
+    source_digest: str | None = Field(default=None, max_length=64)
+    """SHA-256 of the input's bytes: how a watched folder knows which files it has run."""
     status: str = Field(default=InstanceStatus.RUNNING.value, max_length=20)
     owner: str = Field(max_length=200)
     flow_run_id: str | None = Field(default=None, max_length=64)

@@ -54,8 +54,18 @@ class Store:
 
     # Instances --------------------------------------------------------------------
 
-    def create_instance(self, workflow: str, input: Any, owner: str) -> WorkflowInstance:
-        instance = WorkflowInstance(workflow=workflow, input=input, owner=owner)
+    def create_instance(
+        self,
+        workflow: str,
+        input: Any,
+        owner: str,
+        *,
+        source: str | None = None,
+        source_digest: str | None = None,
+    ) -> WorkflowInstance:
+        instance = WorkflowInstance(
+            workflow=workflow, input=input, owner=owner, source=source, source_digest=source_digest
+        )
         with self._session() as session:
             session.add(instance)
             session.commit()
@@ -86,6 +96,54 @@ class Store:
             updated_at=now,
             finished_at=now if status in (InstanceStatus.COMPLETED, InstanceStatus.FAILED) else None,
         )
+
+    def interrupt_instance(self, instance_id: str, *, failure_class: str, error: str) -> bool:
+        """Pause a still-running instance whose process is stopping; False if it already ended.
+
+        Conditional, like ``claim_for_replay``: an instance that finished on its
+        own in the meantime keeps its real outcome. Its unfinished step runs are
+        marked failed so that a replay redoes them.
+        """
+        now = utcnow()
+        with self._session() as session:
+            result = session.execute(
+                update(WorkflowInstance)
+                .where(
+                    col(WorkflowInstance.id) == instance_id,
+                    col(WorkflowInstance.status) == InstanceStatus.RUNNING.value,
+                )
+                .values(
+                    status=InstanceStatus.PAUSED.value,
+                    failure_class=failure_class,
+                    error=error,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
+                return False
+            session.execute(
+                update(StepRun)
+                .where(
+                    col(StepRun.instance_id) == instance_id,
+                    col(StepRun.status) == StepRunStatus.RUNNING.value,
+                )
+                .values(status=StepRunStatus.FAILED.value, failure_class=failure_class, finished_at=now)
+            )
+            session.commit()
+            return True
+
+    def seen_digests(self, workflow: str, digests: Sequence[str]) -> set[str]:
+        """Which of these input digests already have an instance of ``workflow``."""
+        found: set[str] = set()
+        with self._session() as session:
+            for start in range(0, len(digests), 500):  # stay under bind-parameter limits
+                chunk = digests[start : start + 500]
+                query = select(WorkflowInstance.source_digest).where(
+                    WorkflowInstance.workflow == workflow, col(WorkflowInstance.source_digest).in_(chunk)
+                )
+                found.update(d for d in session.exec(query).all() if d is not None)
+        return found
 
     def get_instance(self, instance_id: str) -> WorkflowInstance | None:
         with self._session() as session:

@@ -1,0 +1,288 @@
+"""Many instances of one workflow, from a folder of JSON files or a JSONL file, run concurrently.
+
+Every item stands alone: a file that is not JSON, is too large, or does not
+match the workflow's input model fails with a message naming it, and the rest
+of the batch goes on. Used by ``stepline run --input <folder|file.jsonl>`` and
+by the scheduled runs of ``stepline serve``.
+
+Stopping (``cancel`` set, or Ctrl-C in the calling thread) starts no new
+item; instances already running pause before their next step, so each ends
+completed, needs_review or paused, and a replay resumes the paused ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flows.engine import Runtime, ensure_prefect_api
+from flows.instances import RunResult, check_workflow, interrupt, parse_input, run_workflow
+from flows.workflow import Workflow
+from steps.errors import InputError, StepLineError
+
+__all__ = [
+    "MAX_ITEM_BYTES",
+    "BatchItem",
+    "BatchReport",
+    "ItemOutcome",
+    "read_items",
+    "run_batch",
+]
+
+MAX_ITEM_BYTES = 1024 * 1024
+"""The largest single input, so that one stray file cannot exhaust memory or the context window."""
+
+REJECTED = "rejected"
+"""An item that never became an instance: unreadable, not JSON, too large, or the wrong shape."""
+SKIPPED = "skipped"
+"""An item whose exact bytes already have an instance of this workflow (``skip_seen``)."""
+NOT_STARTED = "not_started"
+"""An item the batch did not reach because it was stopped."""
+CRASHED = "crashed"
+"""An instance whose workflow raised (recorded on the instance as failed)."""
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One input of a batch, read but not yet validated."""
+
+    source: str
+    """Where it came from: the file, or ``file.jsonl:LINE``."""
+    payload: Any = None
+    error: str | None = None
+    """Why it cannot run (unreadable, not JSON, too large); ``None`` when it was read."""
+    digest: str | None = None
+    """SHA-256 of its bytes, recorded on the instance; a watched folder skips digests it has run."""
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    item: BatchItem
+    status: str
+    """An instance status (completed, needs_review, paused, failed), or rejected / skipped /
+    not_started / crashed."""
+    instance_id: str | None = None
+    failed_step: str | None = None
+    failure_class: str | None = None
+    message: str | None = None
+    review_id: str | None = None
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.status not in ("completed", SKIPPED)
+
+
+@dataclass
+class BatchReport:
+    outcomes: list[ItemOutcome] = field(default_factory=list)
+    interrupted: bool = False
+
+    def counts(self) -> Counter[str]:
+        return Counter(outcome.status for outcome in self.outcomes)
+
+    def needing_attention(self) -> list[ItemOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.needs_attention]
+
+
+def read_items(path: Path) -> list[BatchItem]:
+    """The inputs in a folder (each file one JSON input; ``.jsonl`` files one per line) or JSONL file.
+
+    Hidden files and subfolders of a folder are left alone, so processed or
+    rejected files can be moved into a subfolder.
+    """
+    if path.is_dir():
+        items: list[BatchItem] = []
+        for child in sorted(path.iterdir()):
+            if child.name.startswith(".") or not child.is_file():
+                continue
+            items.extend(_read_jsonl(child) if child.suffix.lower() == ".jsonl" else [_read_file(child)])
+        return items
+    if not path.exists():
+        raise InputError(f"input {path} does not exist; pass a folder of JSON files or a JSONL file")
+    return list(_read_jsonl(path))
+
+
+def _read_file(path: Path) -> BatchItem:
+    source = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_ITEM_BYTES:
+            return BatchItem(source, error=_too_large(f"file {source}", size))
+        data = path.read_bytes()
+    except OSError as exc:
+        return BatchItem(source, error=f"cannot read {source}: {exc.strerror or exc}")
+    return _parse(source, f"file {source}", data)
+
+
+def _read_jsonl(path: Path) -> Iterator[BatchItem]:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            source = f"{path}:{number}"
+            if len(line) > MAX_ITEM_BYTES:
+                yield BatchItem(source, error=_too_large(f"line {number} of {path}", len(line)))
+            elif line.strip():
+                yield _parse(source, f"line {number} of {path}", line.strip())
+
+
+def _parse(source: str, where: str, data: bytes) -> BatchItem:
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BatchItem(source, error=f"{where} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON")
+    try:
+        return BatchItem(source, payload=json.loads(text), digest=digest)
+    except json.JSONDecodeError as exc:
+        return BatchItem(
+            source,
+            error=f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            digest=digest,
+        )
+
+
+def _too_large(where: str, size: int) -> str:
+    return (
+        f"{where} is {size / 1024 / 1024:.1f} MiB; one input may be at most "
+        f"{MAX_ITEM_BYTES // 1024 // 1024} MiB: trim it or split it into several inputs"
+    )
+
+
+def run_batch(
+    workflow: Workflow,
+    items: Sequence[BatchItem],
+    runtime: Runtime,
+    *,
+    concurrency: int = 4,
+    owner: str | None = None,
+    skip_seen: bool = False,
+    cancel: threading.Event | None = None,
+    on_outcome: Callable[[ItemOutcome], None] | None = None,
+) -> BatchReport:
+    """Run every valid item as an instance of ``workflow``, at most ``concurrency`` at once.
+
+    Items are validated first, so a bad one is reported at once and never
+    becomes an instance. With ``skip_seen``, items whose bytes already have an
+    instance of this workflow are skipped (a watched folder's memory).
+
+    A ``KeyboardInterrupt`` in the calling thread stops the batch as ``cancel``
+    does; a second one stops waiting, pauses the instances still running and
+    re-raises, for a caller that must exit now.
+    """
+    if concurrency < 1:
+        raise InputError(f"concurrency must be at least 1, not {concurrency}")
+    check_workflow(workflow, runtime)  # a catalog that cannot route fails the batch, not each item
+    cancel = cancel or threading.Event()
+    report = BatchReport()
+
+    def record(outcome: ItemOutcome) -> None:
+        report.outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    seen = set()
+    if skip_seen:
+        seen = runtime.store.seen_digests(workflow.name, [i.digest for i in items if i.digest])
+    runnable: list[BatchItem] = []
+    for item in items:
+        if item.error is not None:
+            record(ItemOutcome(item, REJECTED, message=item.error))
+        elif skip_seen and item.digest in seen:
+            record(ItemOutcome(item, SKIPPED, message="an instance of this exact input exists already"))
+        else:
+            try:
+                parse_input(workflow, item.payload, item.source)
+            except InputError as exc:
+                record(ItemOutcome(item, REJECTED, message=exc.message))
+                continue
+            if item.digest:
+                seen.add(item.digest)
+            runnable.append(item)
+
+    in_flight: set[str] = set()  # instance ids, for a hard stop
+    lock = threading.Lock()
+
+    def run_one(item: BatchItem) -> ItemOutcome:
+        created: list[str] = []
+
+        def on_created(instance_id: str) -> None:
+            created.append(instance_id)
+            with lock:
+                in_flight.add(instance_id)
+
+        try:
+            result = run_workflow(
+                workflow,
+                item.payload,
+                runtime,
+                owner=owner,
+                where=item.source,
+                source=item.source,
+                source_digest=item.digest,
+                cancel=cancel,
+                on_created=on_created,
+            )
+        except StepLineError as exc:
+            return ItemOutcome(item, CRASHED, instance_id=next(iter(created), None), message=exc.message)
+        except Exception as exc:  # run_workflow recorded it on the instance as failed/unknown
+            message = f"{type(exc).__name__}: {exc}"
+            return ItemOutcome(item, CRASHED, instance_id=next(iter(created), None), message=message)
+        finally:
+            with lock:
+                in_flight.difference_update(created)
+        return _outcome(item, result)
+
+    queue = list(reversed(runnable))  # popped from the end: input order
+    pending: set[Future[ItemOutcome]] = set()
+    if runnable:
+        ensure_prefect_api()
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"batch-{workflow.name}")
+    try:
+        while queue or pending:
+            while queue and len(pending) < concurrency and not cancel.is_set():
+                pending.add(executor.submit(run_one, queue.pop()))
+            if not pending:
+                break
+            try:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:  # first Ctrl-C: finish what runs, start nothing new
+                cancel.set()
+                continue
+            for future in done:
+                record(future.result())
+    except KeyboardInterrupt:  # second Ctrl-C: stop waiting; what still runs pauses now
+        cancel.set()
+        with lock:
+            stranded = sorted(in_flight)
+        for instance_id in stranded:
+            interrupt(runtime, instance_id)
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
+    if cancel.is_set():
+        report.interrupted = True
+        for item in reversed(queue):
+            record(ItemOutcome(item, NOT_STARTED, message="the batch was stopped before this input"))
+    return report
+
+
+def _outcome(item: BatchItem, result: RunResult) -> ItemOutcome:
+    return ItemOutcome(
+        item,
+        result.status.value,
+        instance_id=result.instance_id,
+        failed_step=result.failed_step,
+        failure_class=result.failure_class,
+        message=result.error,
+        review_id=result.review_id,
+    )

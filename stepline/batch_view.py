@@ -1,0 +1,103 @@
+"""How a batch run looks in a terminal: a Rich progress bar with outcome counts, then a summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from flows.batch import BatchReport, ItemOutcome
+
+__all__ = ["BatchView"]
+
+_SHOWN = ("completed", "needs_review", "paused", "failed", "rejected")
+_STYLE = {"completed": "green", "needs_review": "yellow", "paused": "magenta", "skipped": "dim"}
+
+
+class BatchView:
+    """Progress while the batch runs (on stderr), then what happened and what needs a person."""
+
+    def __init__(self, console: Console, workflow: str, total: int) -> None:
+        self.workflow = workflow
+        self.counts: Counter[str] = Counter()
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(workflow, total=total, counts=self._counts_text())
+
+    def __enter__(self) -> BatchView:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.stop()
+
+    def advance(self, outcome: ItemOutcome) -> None:
+        self.counts[outcome.status] += 1
+        self.progress.update(self.task, advance=1, counts=self._counts_text())
+
+    def _counts_text(self) -> str:
+        shown = [s for s in _SHOWN if s in ("completed", "needs_review", "paused") or self.counts[s]]
+        extra = [s for s in self.counts if s not in _SHOWN]
+        return "  ".join(
+            f"[{_STYLE.get(status, 'red')}]{status.replace('_', ' ')} {self.counts[status]}[/]"
+            for status in [*shown, *extra]
+        )
+
+    def summary(self, console: Console, report: BatchReport) -> None:
+        counts = report.counts()
+        table = Table(title=f"{self.workflow}: {sum(counts.values())} inputs", title_justify="left")
+        table.add_column("outcome")
+        table.add_column("count", justify="right")
+        for status, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            table.add_row(f"[{_STYLE.get(status, 'red')}]{status}[/]", str(count))
+        console.print(table)
+        attention = report.needing_attention()
+        if attention:
+            listed = Table(title="needs attention", title_justify="left")
+            for column in ("input", "outcome", "instance", "step", "why"):
+                listed.add_column(column, overflow="fold")
+            for outcome in attention:
+                listed.add_row(
+                    escape(outcome.item.source),
+                    outcome.status,
+                    (outcome.instance_id or "")[:12],
+                    escape(outcome.failed_step or ""),
+                    escape(outcome.failure_class or outcome.message or ""),
+                )
+            console.print(listed)
+        if report.interrupted:
+            console.print(
+                "stopped before the end: paused instances resume with `stepline replay <id>`; "
+                "run the same command with --new-only to start only the inputs not yet run",
+                markup=False,
+            )
+        console.print(_next_steps(attention), markup=False)
+
+
+def _next_steps(attention: list[ItemOutcome]) -> str:
+    lines = ["next:", "  stepline instances              every instance, newest first"]
+    review = next((o.review_id for o in attention if o.review_id), None)
+    paused = next((o.instance_id for o in attention if o.status == "paused" and o.instance_id), None)
+    if review:
+        lines.append(f"  stepline review show {review[:12]:<10} the raw output beside its schema")
+    if paused:
+        lines.append(f"  stepline replay {paused[:12]:<15} once the cause is fixed")
+    instance = next((o.instance_id for o in attention if o.instance_id), None)
+    if instance:
+        lines.append(f"  stepline show {instance[:12]:<17} every step run and attempt")
+    return "\n".join(lines)

@@ -256,6 +256,8 @@ def run_batch(
             try:
                 done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             except KeyboardInterrupt:  # first Ctrl-C: finish what runs, start nothing new
+                if cancel.is_set():
+                    raise  # already stopping: stop waiting
                 cancel.set()
                 continue
             for future in done:

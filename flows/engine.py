@@ -12,7 +12,9 @@ Which instance a step belongs to travels in a context variable set by
 
 from __future__ import annotations
 
+import functools
 import math
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from unittest import mock
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
@@ -34,7 +37,7 @@ from storage.db import open_engine
 from storage.models import Attempt, StepRun, StepRunStatus
 from storage.store import Store
 
-__all__ = ["SCOPE", "Runtime", "Scope", "ensure_prefect_api", "run_step"]
+__all__ = ["SCOPE", "Runtime", "Scope", "ensure_prefect_api", "run_step", "stop_prefect_api"]
 
 OutT = TypeVar("OutT", bound=BaseModel)
 
@@ -162,16 +165,32 @@ class _StoreSink:
 
 
 def ensure_prefect_api() -> None:
-    """Start Prefect's temporary API server now, from one thread, when no server is configured.
+    """Start Prefect's temporary API server now, when no server is configured.
 
-    Prefect 3.9 starts it lazily on a flow's first call, and that start is not
-    thread-safe: flows called from several threads at once race, and the
-    losers fail with "Server process did not start". Batches call this first.
+    Prefect 3.9 starts it lazily on a flow's first call, and two problems follow,
+    neither with a setting to avoid it, hence this:
+
+    - the start is not thread-safe: flows called from several threads at once
+      race, and the losers fail with "Server process did not start";
+    - the server is a child in our process group, so a terminal's Ctrl-C stops
+      it under the flows still running, which then hang retrying the API.
+      Started here in a session of its own, it stops only with this process.
     """
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
 
-    with get_client(sync_client=True) as client:
+    if PREFECT_API_URL.value():
+        return
+    detached = functools.partial(subprocess.Popen, start_new_session=True)
+    with mock.patch("subprocess.Popen", detached), get_client(sync_client=True) as client:
         client.api_healthcheck()
+
+
+def stop_prefect_api() -> None:
+    """Stop the temporary server now, for a process about to end without running atexit hooks."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    SubprocessASGIServer().stop()
 
 
 def _scope() -> Scope:

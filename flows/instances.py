@@ -256,6 +256,12 @@ def _run(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, 
         interrupt(runtime, scope.instance_id)
         raise
     except BaseException as exc:
+        stopping = scope.cancel is not None and scope.cancel.is_set()
+        if stopping and isinstance(exc, Exception):
+            # Stopping tears down what the flow leans on (a terminal's Ctrl-C also stops
+            # Prefect's temporary server): a crash now is the stop's doing, and resumable.
+            interrupt(runtime, scope.instance_id)
+            return _interrupted(scope, exc)
         runtime.store.finish_instance(
             scope.instance_id,
             InstanceStatus.FAILED,
@@ -278,6 +284,14 @@ def interrupt(runtime: Runtime, instance_id: str) -> bool:
         failure_class=FailureClass.INTERRUPTED.value,
         error="stopped by the operator (Ctrl-C) mid-step; `stepline replay` resumes from that step",
     )
+
+
+def _interrupted(scope: Scope, exc: Exception) -> RunResult:
+    instance = scope.runtime.store.get_instance(scope.instance_id)
+    status = InstanceStatus(instance.status) if instance else InstanceStatus.PAUSED
+    step = scope.failed_run.step if scope.failed_run else None
+    message = f"stopped by the operator; the flow then failed with {type(exc).__name__}: {exc}"
+    return RunResult(scope.instance_id, status, None, step, FailureClass.INTERRUPTED.value, message)
 
 
 def _stopped(workflow: Workflow, runtime: Runtime, scope: Scope, owner: str, exc: StepFailed) -> RunResult:

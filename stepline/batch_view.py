@@ -7,7 +7,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -46,6 +45,10 @@ class BatchView:
     ) -> None:
         self.progress.stop()
 
+    def note(self, text: str) -> None:
+        """A line above the progress bar."""
+        self.progress.console.print(text, markup=False, highlight=False)
+
     def advance(self, outcome: ItemOutcome) -> None:
         self.counts[outcome.status] += 1
         self.progress.update(self.task, advance=1, counts=self._counts_text())
@@ -68,18 +71,17 @@ class BatchView:
         console.print(table)
         attention = report.needing_attention()
         if attention:
-            listed = Table(title="needs attention", title_justify="left")
-            for column in ("input", "outcome", "instance", "step", "why"):
-                listed.add_column(column, overflow="fold")
+            # Lines, not a table: messages are long, and a wrapped cell is hard to copy or grep.
+            console.print(f"needs attention ({len(attention)}):", markup=False)
             for outcome in attention:
-                listed.add_row(
-                    escape(outcome.item.source),
-                    outcome.status,
-                    (outcome.instance_id or "")[:12],
-                    escape(outcome.failed_step or ""),
-                    escape(outcome.failure_class or outcome.message or ""),
+                where = f"instance {outcome.instance_id[:12]}" if outcome.instance_id else "no instance"
+                if outcome.failed_step:
+                    where += f" at {outcome.failed_step}: {outcome.failure_class}"
+                console.print(
+                    f"  {outcome.status:<12} {outcome.item.source}  ({where})", markup=False, highlight=False
                 )
-            console.print(listed)
+                if outcome.message:
+                    console.print(f"  {'':<12} {outcome.message}", markup=False, highlight=False)
         if report.interrupted:
             console.print(
                 "stopped before the end: paused instances resume with `stepline replay <id>`; "

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -76,6 +78,9 @@ def _prepare_flows(verbose: bool) -> None:
     # on a cold 2-core machine that can take longer than Prefect's default wait.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's client telemetry (and its first-run notice) is Prefect's to ask about, not
+    # something a Stepline user opted into by running a workflow.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     with err.status("loading workflows…"):
         import flows.instances  # noqa: F401  (Prefect, the registry and the runtime)
     if not verbose:
@@ -98,6 +103,7 @@ def _open_runtime() -> Any:
 
 def _drive(label: str, work: Any) -> Any:
     """Run ``work(on_step)`` under a progress line; turn Stepline's errors into exit codes."""
+    from flows.engine import ensure_prefect_api
     from steps.errors import StepLineError
     from storage.db import StorageError
 
@@ -110,11 +116,12 @@ def _drive(label: str, work: Any) -> Any:
             status.update(f"{label}: model call {calls} ({step})…")
 
         try:
+            ensure_prefect_api()
             return work(on_step)
         except (StepLineError, StorageError) as exc:
             _fail(str(exc))
         except KeyboardInterrupt:
-            _fail("interrupted; the instance is recorded as failed: `stepline replay <id>` resumes it", 130)
+            _fail("interrupted; the instance is paused (interrupted): `stepline replay <id>` resumes it", 130)
         except Exception as exc:  # recorded on the instance as failed/unknown
             _fail(f"the workflow could not run: {type(exc).__name__}: {exc}", code=1)
 
@@ -201,6 +208,18 @@ def _run_batch(
         _fail(f"{source} holds no inputs: put JSON files in the folder, or JSON lines in the file")
     runtime = _open_runtime()
     view = BatchView(err, chosen.name, len(items))
+    cancel = threading.Event()
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        view.note(
+            "stopping: no new input starts; running instances pause after their current model call "
+            "(Ctrl-C again to stop at once)"
+        )
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         with view:
             report = run_batch(
@@ -210,20 +229,26 @@ def _run_batch(
                 concurrency=concurrency,
                 owner=owner,
                 skip_seen=new_only,
+                cancel=cancel,
                 on_outcome=view.advance,
             )
     except (StepLineError, StorageError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         err.print(
-            "[bold red]stopped now:[/] instances still running were paused; "
+            "[bold red]stopped at once:[/] running instances were paused; "
             "`stepline instances --status paused` lists them and `stepline replay <id>` resumes one"
         )
+        from flows.engine import stop_prefect_api
+
+        stop_prefect_api()
         sys.stdout.flush()
         sys.stderr.flush()
         # Worker threads may still be blocked in a model call; their instances are paused
         # already, so end the process instead of waiting for them.
         os._exit(130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     view.summary(out, report)
     if report.interrupted:
         raise typer.Exit(130)
@@ -425,8 +450,8 @@ def schedules(
 ) -> None:
     """The configured schedules: what runs when, on which inputs (``[schedules.<name>]``)."""
     settings = _load_catalog()
+    from flows.schedules import describe_inputs, describe_when, schedule_problems
     from flows.schedules import prefect_yaml as render_yaml
-    from flows.schedules import schedule_problems
     from steps.errors import ConfigError
     from steps.settings import catalog_path
 
@@ -438,11 +463,9 @@ def schedules(
         return
     table = Table("schedule", "workflow", "when", "inputs", "at once")
     for name, config in settings.schedules.items():
-        when = f"cron {config.cron}" if config.cron else f"every {config.interval_s:g} s"
-        if config.timezone:
-            when += f" ({config.timezone})"
-        inputs = f"new in {config.input_dir}/" if config.input_dir else f"all of {config.parameters_file}"
-        table.add_row(name, config.workflow, when, inputs, str(config.concurrency))
+        table.add_row(
+            name, config.workflow, describe_when(config), describe_inputs(config), str(config.concurrency)
+        )
     out.print(table)
     for problem in schedule_problems(settings):
         err.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False)
@@ -451,7 +474,7 @@ def schedules(
 def _config_label(path: Path) -> str:
     from steps.settings import DEFAULT_CATALOG
 
-    return "the built-in catalog (steps/default_catalog.toml)" if path == DEFAULT_CATALOG else str(path)
+    return "steps/default_catalog.toml (the built-in catalog)" if path == DEFAULT_CATALOG else str(path)
 
 
 @app.command()
@@ -462,7 +485,6 @@ def serve(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Scheduled runs executing at once (default: no limit).")
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Serve the configured schedules as Prefect deployments until stopped (Ctrl-C)."""
     settings = _load_catalog()
@@ -471,7 +493,6 @@ def serve(
             "no schedules are configured; add one to stepline.toml, e.g. [schedules.inbox] with "
             'workflow = "contract-review", interval_s = 300, input_dir = "inbox" (see the README)'
         )
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
@@ -481,48 +502,28 @@ def serve(
         )
     from prefect import serve as prefect_serve
 
-    from flows.schedules import build_deployments
+    from flows.schedules import build_deployments, describe_inputs, describe_when
     from steps.errors import ConfigError
 
     try:
         deployments = build_deployments(settings, names or None)
     except ConfigError as exc:
         _fail(str(exc))
-    table = Table("deployment", "schedule", "parameters")
+    table = Table("deployment", "workflow", "when", "inputs")
     for deployment in deployments:
+        config = settings.schedules[deployment.name]
         table.add_row(
             f"{deployment.flow_name}/{deployment.name}",
-            escape(str(deployment.schedules[0].schedule if deployment.schedules else "")),
-            escape(json.dumps(deployment.parameters)),
+            config.workflow,
+            describe_when(config),
+            escape(describe_inputs(config)),
         )
     out.print(table)
-    err.print(f"serving {len(deployments)} deployments on {PREFECT_API_URL.value()}; Ctrl-C stops")
+    err.print(
+        f"serving {len(deployments)} deployments on {PREFECT_API_URL.value()}; "
+        "run one now with `prefect deployment run stepline-batch/<name>`; Ctrl-C stops"
+    )
     prefect_serve(*deployments, limit=limit, print_starting_message=False)
-
-
-@app.command()
-def costs(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False) -> None:
-    """Spend by workflow, step and model: token usage times the catalog's prices."""
-    rows = _open_store().costs()
-    if as_json:
-        for workflow, step, model, attempts, tokens_in, tokens_out, usd in rows:
-            record = {
-                "workflow": workflow,
-                "step": step,
-                "model": model,
-                "attempts": attempts,
-                "tokens_in": tokens_in,
-                "tokens_out": tokens_out,
-                "cost_usd": usd,
-            }
-            out.print(json.dumps(record), markup=False)
-        return
-    table = Table("workflow", "step", "model", "attempts", "tokens in", "tokens out", "cost $")
-    for workflow, step, model, attempts, tokens_in, tokens_out, usd in rows:
-        table.add_row(workflow, step, model, str(attempts), str(tokens_in), str(tokens_out), f"{usd:.6f}")
-    table.add_section()
-    table.add_row("total", "", "", str(sum(r[3] for r in rows)), "", "", f"{sum(r[6] for r in rows):.6f}")
-    out.print(table)
 
 
 def _report_stop(result: Any) -> NoReturn:

@@ -6,7 +6,8 @@
        │                   truncated) after its re-asks: a ReviewItem holds the
        │                   raw output, the schema and the errors
        ├──> paused         retries and fallbacks ran out (or credentials failed):
-       │                   the owner is notified
+       │                   the owner is notified; or the operator stopped the run
+       │                   (``interrupted``), before the next step or mid-step
        └──> failed         the workflow itself crashed, or a reviewer rejected
 
     needs_review / paused / failed ──replay──> running   (exactly one replay wins)

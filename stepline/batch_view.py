@@ -88,10 +88,11 @@ class BatchView:
                 "run the same command with --new-only to start only the inputs not yet run",
                 markup=False,
             )
-        console.print(_next_steps(attention), markup=False)
+        console.print(_next_steps(report), markup=False)
 
 
-def _next_steps(attention: list[ItemOutcome]) -> str:
+def _next_steps(report: BatchReport) -> str:
+    attention = report.needing_attention()
     lines = ["next:", "  stepline instances              every instance, newest first"]
     review = next((o.review_id for o in attention if o.review_id), None)
     paused = next((o.instance_id for o in attention if o.status == "paused" and o.instance_id), None)
@@ -99,7 +100,7 @@ def _next_steps(attention: list[ItemOutcome]) -> str:
         lines.append(f"  stepline review show {review[:12]:<10} the raw output beside its schema")
     if paused:
         lines.append(f"  stepline replay {paused[:12]:<15} once the cause is fixed")
-    instance = next((o.instance_id for o in attention if o.instance_id), None)
-    if instance:
-        lines.append(f"  stepline show {instance[:12]:<17} every step run and attempt")
+    shown = [o.instance_id for o in [*attention, *report.outcomes] if o.instance_id]
+    if shown:
+        lines.append(f"  stepline show {shown[0][:12]:<17} its output, every step run and attempt")
     return "\n".join(lines)

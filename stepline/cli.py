@@ -526,6 +526,31 @@ def serve(
     prefect_serve(*deployments, limit=limit, print_starting_message=False)
 
 
+@app.command()
+def costs(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False) -> None:
+    """Spend by workflow, step and model: token usage times the catalog's prices."""
+    rows = _open_store().costs()
+    if as_json:
+        for workflow, step, model, attempts, tokens_in, tokens_out, usd in rows:
+            record = {
+                "workflow": workflow,
+                "step": step,
+                "model": model,
+                "attempts": attempts,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "cost_usd": usd,
+            }
+            out.print(json.dumps(record), markup=False)
+        return
+    table = Table("workflow", "step", "model", "attempts", "tokens in", "tokens out", "cost $")
+    for workflow, step, model, attempts, tokens_in, tokens_out, usd in rows:
+        table.add_row(workflow, step, model, str(attempts), str(tokens_in), str(tokens_out), f"{usd:.6f}")
+    table.add_section()
+    table.add_row("total", "", "", str(sum(r[3] for r in rows)), "", "", f"{sum(r[6] for r in rows):.6f}")
+    out.print(table)
+
+
 def _report_stop(result: Any) -> NoReturn:
     """An instance that stopped: where, why, and the command that moves it on."""
     err.print(
@@ -609,8 +634,13 @@ def show(
         markup=False,
     )
     out.print(f"flow run {inst.flow_run_id}  created {inst.created_at:%Y-%m-%d %H:%M:%S}", markup=False)
+    if inst.source:
+        out.print(f"input from {inst.source}", markup=False)
     if inst.failed_step:
         out.print(f"failed at {inst.failed_step}: {inst.failure_class}: {inst.error}", markup=False)
+    if inst.output is not None:
+        out.print("output:", markup=False)
+        out.print(json.dumps(inst.output, indent=2, ensure_ascii=False), markup=False, highlight=False)
     table = Table("step", "#", "model", "result", "tokens", "cost $", "ms", "waited s")
     sampling: dict[str, str] = {}
     for a in detail.attempts:

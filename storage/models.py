@@ -58,7 +58,8 @@ class InstanceStatus(StrEnum):
     NEEDS_REVIEW = "needs_review"
     """A step's output failed validation (or was refused/truncated): a human decides."""
     PAUSED = "paused"
-    """Retries and fallbacks ran out (or the provider refused our credentials): replay later."""
+    """Retries and fallbacks ran out (or the provider refused our credentials, or an operator
+    stopped the run): replay later."""
     FAILED = "failed"
     """The workflow itself crashed, or a reviewer rejected the output."""
 

@@ -671,5 +671,14 @@ def show(
                 out.print(f"  {error['path']}: {error['message']}", markup=False)
 
 
+@app.command()
+def tui() -> None:
+    """Open the operator's terminal UI: browse instances, open a failed attempt beside its schema."""
+    store = _open_store()
+    from tui.app import StepLineApp
+
+    StepLineApp(store, where=store.engine.url.render_as_string(hide_password=True)).run()
+
+
 def main() -> None:
     app()

@@ -103,7 +103,7 @@ def diagnose(
     except json.JSONDecodeError as exc:
         return Diagnosis(
             parsed=False,
-            parse_error=f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            parse_error=f"not JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}",
             stopped_at=Span(exc.pos, len(text)),
             errors=[PinnedError(str(e.get("path", "$")), str(e.get("message", "")), None) for e in errors],
             fields=[],

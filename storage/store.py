@@ -10,9 +10,10 @@ import statistics
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -196,6 +197,54 @@ class Store:
         if workflow:
             query = query.where(WorkflowInstance.workflow == workflow)
         query = query.order_by(col(WorkflowInstance.created_at).desc()).limit(limit)
+        with self._session() as session:
+            return list(session.exec(query).all())
+
+    def search_instances(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        failure_class: str | None = None,
+        step: str | None = None,
+        text: str | None = None,
+        since: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[WorkflowInstance]:
+        """One page of instances, newest first, for browsing; every filter is optional.
+
+        ``text`` matches the start of the id, or anywhere in the workflow, failed
+        step, source or error. Ordered by the indexed (status, created_at) when a
+        status is given, so a page stays cheap however many rows there are.
+        """
+        query = select(WorkflowInstance)
+        if status:
+            query = query.where(WorkflowInstance.status == status)
+        if workflow:
+            query = query.where(WorkflowInstance.workflow == workflow)
+        if failure_class:
+            query = query.where(WorkflowInstance.failure_class == failure_class)
+        if step:
+            query = query.where(WorkflowInstance.failed_step == step)
+        if since is not None:
+            query = query.where(col(WorkflowInstance.created_at) >= since)
+        if text:
+            query = query.where(
+                or_(
+                    col(WorkflowInstance.id).startswith(text, autoescape=True),
+                    *(
+                        col(column).contains(text, autoescape=True)
+                        for column in (
+                            WorkflowInstance.workflow,
+                            WorkflowInstance.failed_step,
+                            WorkflowInstance.source,
+                            WorkflowInstance.error,
+                        )
+                    ),
+                )
+            )
+        query = query.order_by(col(WorkflowInstance.created_at).desc()).offset(offset).limit(limit)
         with self._session() as session:
             return list(session.exec(query).all())
 

@@ -1,5 +1,6 @@
-"""The operator's terminal UI (Textual). Not built yet: see issue 6.
+"""The operator's terminal UI (Textual): browse instances, open a failure, compare it with its schema.
 
-It will read ``storage`` and trigger replays through ``flows``; nothing in
-``steps``, ``storage`` or ``flows`` may import it.
+It reads ``storage`` and uses ``steps.diagnose``; nothing in ``steps``,
+``storage`` or ``flows`` imports it. Prefect and the provider SDKs stay off
+its start-up path.
 """

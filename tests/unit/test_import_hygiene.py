@@ -40,6 +40,11 @@ def loaded_after(statement: str) -> set[str]:
         ),
         # Flows never reach the UI.
         ("import flows.engine, flows.registry", {"textual", "tui"}),
+        # The TUI starts fast: storage and the UI-free diagnosis, never Prefect or an SDK.
+        (
+            "import tui.app, tui.screens.instance, tui.screens.attempt",
+            {"prefect", "flows", *SDKS},
+        ),
         # The command line starts fast: Prefect and the SDKs load only inside `run`.
         ("import stepline.cli", {"prefect", "textual", *SDKS}),
     ],

@@ -1,0 +1,136 @@
+"""The operator's path through the TUI, driven by Textual's Pilot at 80x24, mouse-free.
+
+The data is real: a workflow run against the loopback OpenAI server leaves an
+instance in needs_review with two recorded attempts, and the model's output
+carries Rich markup, an ANSI colour code and an OSC window-title sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from rich.text import Text
+from textual.widgets import DataTable, Static
+
+from flows.engine import Runtime
+from flows.instances import run_workflow
+from flows.registry import WORKFLOWS
+from storage.models import InstanceStatus
+from tests.flows.helpers import INPUT
+from tests.flows.pipeline import PIPELINE
+from tests.servers import OpenAIServer, invalid_json, ok
+from tui.app import StepLineApp
+from tui.literal import literal
+from tui.screens.attempt import AttemptScreen
+from tui.screens.instance import InstanceScreen
+from tui.screens.instances import InstancesScreen
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+HOSTILE = "[bold red]x[/] \x1b[31mred \x1b]0;pwned\x07"
+
+
+def shown(widget: Static) -> str:
+    content = widget.content
+    assert isinstance(content, Text)
+    return content.plain
+
+
+def test_untrusted_text_is_shown_never_styled_or_executed() -> None:
+    text = literal(HOSTILE)
+    assert text.plain == "[bold red]x[/] \\x1b[31mred \\x1b]0;pwned\\x07"
+    assert "\x1b" not in text.plain
+    assert "\x07" not in text.plain
+    highlighted = literal("abcdef", [(1, 3, "red")])
+    assert highlighted.plain == "abcdef"
+    assert [(span.start, span.end, str(span.style)) for span in highlighted.spans] == [(1, 3, "red")]
+
+
+def test_browse_open_a_failure_and_compare_it_with_its_schema(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(WORKFLOWS, PIPELINE.name, PIPELINE)
+    bad = {"vendor": HOSTILE, "total": "lots", "currency": "EUR"}
+    # The answer fails validation; the re-ask comes back as raw, cut-off text with control codes.
+    openai_server.enqueue(ok(bad), invalid_json('{"vendor": "' + HOSTILE))
+    runtime = make_runtime()
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+    assert stopped.status is InstanceStatus.NEEDS_REVIEW
+
+    async def scenario() -> None:
+        app = StepLineApp(runtime.store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert isinstance(app.screen, InstancesScreen)
+            instances = app.screen.query_one("#instances", DataTable)
+            assert instances.row_count == 1
+            assert instances.get_row_at(0)[2] == "needs_review"
+
+            await pilot.press("enter")
+            assert isinstance(app.screen, InstanceScreen)
+            attempts = app.screen.query_one("#attempts", DataTable)
+            assert attempts.row_count == 2
+            assert "needs_review" in shown(app.screen.query_one("#summary", Static))
+
+            await pilot.press("f", "enter")  # jump to the first failed attempt, open it
+            assert isinstance(app.screen, AttemptScreen)
+            raw = shown(app.screen.query_one("#raw-output", Static))
+            assert "[bold red]x[/]" in raw  # markup stays text
+            assert "$.total: Input should be a valid number" in raw
+            assert '"title": "Invoice"' in shown(app.screen.query_one("#schema", Static))
+            assert "1 validation errors" in shown(app.screen.query_one("#verdict", Static))
+
+            await pilot.press("2")  # the fields tab
+            fields = app.screen.query_one("#field-table", DataTable)
+            verdicts = {
+                str(fields.get_row_at(n)[0]): str(fields.get_row_at(n)[1]) for n in range(fields.row_count)
+            }
+            assert verdicts["$.total"] == "wrong_type"
+            assert verdicts["$.currency"] == "ok"
+
+            await pilot.press("escape", "down", "enter")  # the re-ask's attempt
+            assert isinstance(app.screen, AttemptScreen)
+            raw = shown(app.screen.query_one("#raw-output", Static))
+            assert "\\x1b[31m" in raw  # control codes are spelled out, never sent
+            assert "\\x1b]0;pwned\\x07" in raw
+            assert "\x1b" not in raw
+            assert shown(app.screen.query_one("#verdict", Static)).startswith(
+                "not JSON: Invalid control character at line 1 column 28; parsing stopped at character 27"
+            )
+
+            await pilot.press("escape", "escape")
+            assert isinstance(app.screen, InstancesScreen)
+
+    asyncio.run(scenario())
+
+
+def test_search_and_status_filter_narrow_the_list(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = make_runtime()
+    store = runtime.store
+    for n in range(3):
+        store.create_instance("contract-review", {"n": n}, "ana", source=f"inbox/c{n}.json")
+    failed = store.create_instance("customer-intake", {"n": 9}, "bo", source="inbox/odd.json")
+    store.finish_instance(
+        failed.id, InstanceStatus.PAUSED, failed_step="triage", failure_class="rate_limited"
+    )
+
+    async def scenario() -> None:
+        app = StepLineApp(store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            table = app.screen.query_one("#instances", DataTable)
+            assert table.row_count == 4
+            await pilot.press("slash", *"odd", "enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert table.row_count == 1
+            assert str(table.get_row_at(0)[1]) == "customer-intake"
+
+    asyncio.run(scenario())

@@ -1,0 +1,157 @@
+"""One attempt: the raw output exactly as received beside the schema it had to match.
+
+Each validation error is highlighted where it sits in the raw text; the
+fields tab compares, field by field, what the schema expected with what came
+back; text that is not JSON is marked from where parsing stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+
+from steps.diagnose import Diagnosis, FieldStatus, diagnose
+from storage.models import Attempt
+from storage.store import Store
+from tui.literal import literal
+
+__all__ = ["AttemptScreen"]
+
+_ERROR = "bold white on dark_red"
+_STOPPED = "bold white on dark_orange3"
+_STATUS_STYLE = {
+    FieldStatus.OK: "green",
+    FieldStatus.MISSING: "red",
+    FieldStatus.EXTRA: "yellow",
+    FieldStatus.WRONG_TYPE: "red",
+    FieldStatus.CONSTRAINT: "magenta",
+}
+
+
+class AttemptScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instance"),
+        Binding("1", "tab('raw')", "Raw vs schema", id="tab-raw"),
+        Binding("2", "tab('fields')", "Fields", id="tab-fields"),
+        Binding("3", "tab('request')", "Request", id="tab-request"),
+    ]
+
+    def __init__(self, store: Store, instance_id: str, attempt_id: str) -> None:
+        super().__init__()
+        self.store = store
+        self.instance_id = instance_id
+        self.attempt_id = attempt_id
+
+    def _attempt(self) -> Attempt | None:
+        detail = self.store.instance_detail(self.instance_id)
+        return next((a for a in detail.attempts if a.id == self.attempt_id), None) if detail else None
+
+    def compose(self) -> ComposeResult:
+        attempt = self._attempt()
+        found = diagnose(
+            attempt.raw_output if attempt else None,
+            attempt.expected_schema if attempt else None,
+            attempt.validation_errors if attempt else None,
+        )
+        yield Header()
+        yield Static(self._summary(attempt), id="summary")
+        yield Static(self._verdict(found), id="verdict")
+        with TabbedContent(initial="raw"):
+            with TabPane("Raw vs schema", id="raw"), Horizontal():
+                with VerticalScroll(classes="pane", id="raw-pane") as raw_pane:
+                    raw_pane.border_title = "raw output, as received"
+                    yield Static(self._raw(attempt, found), id="raw-output")
+                with VerticalScroll(classes="pane", id="schema-pane") as schema_pane:
+                    schema_pane.border_title = "expected schema"
+                    schema = attempt.expected_schema if attempt else None
+                    yield Static(literal(json.dumps(schema, indent=2) if schema else "(none)"), id="schema")
+            with TabPane("Fields", id="fields"):
+                yield DataTable(id="field-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("Request", id="request"), VerticalScroll():
+                yield Static(self._request(attempt), id="request-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        attempt = self._attempt()
+        found = diagnose(
+            attempt.raw_output if attempt else None,
+            attempt.expected_schema if attempt else None,
+            attempt.validation_errors if attempt else None,
+        )
+        table = self.query_one("#field-table", DataTable)
+        table.add_columns("field", "verdict", "schema expects", "model returned", "error")
+        for field in sorted(found.fields, key=lambda f: f.status is FieldStatus.OK):
+            table.add_row(
+                literal(field.path),
+                Text(field.status.value, style=_STATUS_STYLE[field.status]),
+                literal(field.expected),
+                literal(field.got),
+                literal(field.message or ""),
+            )
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    @staticmethod
+    def _summary(attempt: Attempt | None) -> Text:
+        if attempt is None:
+            return Text("this attempt is gone")
+        text = Text()
+        text.append(f"{attempt.step} attempt {attempt.attempt_number} on {attempt.model_id}  ", style="bold")
+        text.append(attempt.failure_class or "ok", style="red" if attempt.failure_class else "green")
+        text.append(
+            f"  {attempt.tokens_in or 0}/{attempt.tokens_out or 0} tokens  ${attempt.cost_usd or 0:.6f}"
+            f"  {attempt.latency_ms or 0:.0f} ms  sampling {json.dumps(attempt.sampling)}\n"
+        )
+        if attempt.routing_reason:
+            text.append("routing: ")
+            text.append_text(literal(attempt.routing_reason))
+            text.append("\n")
+        if attempt.error_message:
+            text.append("error: ")
+            text.append_text(literal(attempt.error_message[:500]))
+        return text
+
+    @staticmethod
+    def _verdict(found: Diagnosis) -> Text:
+        if not found.parsed and found.parse_error:
+            stop = found.stopped_at
+            where = f"; parsing stopped at character {stop.start} of {stop.end}" if stop else ""
+            return Text(f"{found.parse_error}{where} (marked in the raw output)")
+        problems = found.problems
+        if not problems and not found.errors:
+            return Text("valid against the schema")
+        counts: dict[str, int] = {}
+        for problem in problems:
+            counts[problem.status.value] = counts.get(problem.status.value, 0) + 1
+        listed = ", ".join(f"{count} {status.replace('_', ' ')}" for status, count in counts.items())
+        return Text(f"{len(found.errors)} validation errors ({listed}); highlighted in the raw output")
+
+    @staticmethod
+    def _raw(attempt: Attempt | None, found: Diagnosis) -> Text:
+        if attempt is None or attempt.raw_output is None:
+            return Text("(no output: the request failed before the model answered)", style="dim")
+        spans = [(e.span.start, e.span.end, _ERROR) for e in found.errors if e.span is not None]
+        if found.stopped_at is not None:
+            spans.append(
+                (found.stopped_at.start, max(found.stopped_at.end, found.stopped_at.start + 1), _STOPPED)
+            )
+        text = literal(attempt.raw_output, spans)
+        if found.errors:
+            text.append("\n\nerrors:\n", style="bold")
+            for error in found.errors:
+                text.append_text(literal(f"  {error.path}: {error.message}\n"))
+        return text
+
+    @staticmethod
+    def _request(attempt: Attempt | None) -> Text:
+        if attempt is None:
+            return Text()
+        return literal(json.dumps(attempt.request_messages, indent=2, ensure_ascii=False))

@@ -1,0 +1,92 @@
+"""One instance: what it was given, where it stopped, and every attempt of every step."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from storage.store import Store
+from tui.literal import literal
+
+__all__ = ["InstanceScreen"]
+
+
+class InstanceScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instances"),
+        Binding(
+            "f", "first_failure", "First failure", id="first-failure", tooltip="Jump to a failed attempt"
+        ),
+    ]
+
+    def __init__(self, store: Store, instance_id: str) -> None:
+        super().__init__()
+        self.store = store
+        self.instance_id = instance_id
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="summary")
+        yield DataTable(id="attempts", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        detail = self.store.instance_detail(self.instance_id)
+        summary = self.query_one("#summary", Static)
+        table = self.query_one("#attempts", DataTable)
+        table.add_columns("step", "#", "model", "result", "tokens", "cost $", "ms", "routing")
+        if detail is None:
+            summary.update(Text(f"instance {self.instance_id} is gone"))
+            return
+        inst = detail.instance
+        lines = Text()
+        lines.append(f"{inst.workflow} {inst.id}  ", style="bold")
+        lines.append(f"{inst.status}", style="red" if inst.failure_class else "green")
+        lines.append(f"  owner {inst.owner}  generation {inst.generation}\n")
+        if inst.source:
+            lines.append("input from ")
+            lines.append_text(literal(inst.source))
+            lines.append("\n")
+        if inst.failed_step:
+            lines.append(f"stopped at {inst.failed_step}: {inst.failure_class}: ")
+            lines.append_text(literal(inst.error))
+            lines.append("\n")
+        lines.append("input ")
+        lines.append_text(literal(json.dumps(inst.input, ensure_ascii=False)[:300]))
+        summary.update(lines)
+        for attempt in detail.attempts:
+            table.add_row(
+                literal(attempt.step),
+                str(attempt.attempt_number),
+                attempt.model_id,
+                Text(attempt.failure_class or "ok", style="red" if attempt.failure_class else "green"),
+                f"{attempt.tokens_in or 0}/{attempt.tokens_out or 0}",
+                f"{attempt.cost_usd or 0:.6f}",
+                f"{attempt.latency_ms or 0:.0f}",
+                literal(attempt.routing_reason or ""),
+                key=attempt.id,
+            )
+        table.focus()
+
+    def action_first_failure(self) -> None:
+        detail = self.store.instance_detail(self.instance_id)
+        table = self.query_one("#attempts", DataTable)
+        for row, attempt in enumerate(detail.attempts if detail else []):
+            if attempt.failure_class:
+                table.move_cursor(row=row)
+                return
+        self.notify("no failed attempt in this instance")
+
+    @on(DataTable.RowSelected, "#attempts")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        from tui.screens.attempt import AttemptScreen
+
+        if event.row_key.value is not None:
+            self.app.push_screen(AttemptScreen(self.store, self.instance_id, event.row_key.value))

@@ -1,0 +1,121 @@
+"""Every instance, newest first, filtered and searched, loaded a page at a time."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Select
+
+from storage.models import InstanceStatus, WorkflowInstance
+from storage.store import Store
+from tui.literal import literal
+
+__all__ = ["PAGE", "InstancesScreen"]
+
+PAGE = 200
+"""Rows fetched per query; the next page loads when the cursor nears the end."""
+
+
+class InstancesScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "focus_search", "Search", id="search", tooltip="Search id, workflow, step, error"),
+        Binding("s", "focus_status", "Status", id="status", tooltip="Filter by status"),
+        Binding("r", "reload", "Reload", id="reload", tooltip="Read the database again"),
+        Binding("escape", "focus_table", "Table", show=False),
+    ]
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+        self.loaded = 0
+        self.exhausted = False
+        self.loading = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="filters"):
+            yield Input(placeholder="/ search: id, workflow, step, source, error", id="search")
+            yield Select(
+                [(status.value, status.value) for status in InstanceStatus],
+                prompt="any status",
+                id="status",
+            )
+        yield DataTable(id="instances", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#instances", DataTable)
+        table.add_columns("id", "workflow", "status", "failed step", "failure", "created (UTC)")
+        table.focus()
+        self.reload()
+
+    def action_focus_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def action_focus_status(self) -> None:
+        self.query_one("#status", Select).focus()
+
+    def action_focus_table(self) -> None:
+        self.query_one("#instances", DataTable).focus()
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    @on(Input.Submitted, "#search")
+    @on(Select.Changed, "#status")
+    def _filters_changed(self) -> None:
+        self.reload()
+        self.action_focus_table()
+
+    def reload(self) -> None:
+        self.query_one("#instances", DataTable).clear()
+        self.loaded = 0
+        self.exhausted = False
+        self._load_page()
+
+    def _filters(self) -> tuple[str | None, str | None]:
+        text = self.query_one("#search", Input).value.strip() or None
+        status = self.query_one("#status", Select).value
+        return text, status if isinstance(status, str) else None
+
+    @work(thread=True, exclusive=True, group="page")
+    def _load_page(self) -> None:
+        """Fetch the next page off the UI thread; the table grows when it arrives."""
+        text, status = self._filters()
+        offset = self.loaded
+        rows = self.store.search_instances(text=text, status=status, offset=offset, limit=PAGE)
+        self.app.call_from_thread(self._add_rows, offset, rows)
+
+    def _add_rows(self, offset: int, rows: list[WorkflowInstance]) -> None:
+        if offset != self.loaded:  # a reload started meanwhile
+            return
+        table = self.query_one("#instances", DataTable)
+        for row in rows:
+            table.add_row(
+                row.id[:12],
+                literal(row.workflow),
+                row.status,
+                literal(row.failed_step or ""),
+                row.failure_class or "",
+                row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                key=row.id,
+            )
+        self.loaded += len(rows)
+        self.exhausted = len(rows) < PAGE
+
+    @on(DataTable.RowHighlighted, "#instances")
+    def _maybe_more(self, event: DataTable.RowHighlighted) -> None:
+        if not self.exhausted and event.cursor_row >= self.loaded - 20:
+            self._load_page()
+
+    @on(DataTable.RowSelected, "#instances")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        from tui.screens.instance import InstanceScreen
+
+        if event.row_key.value is not None:
+            self.app.push_screen(InstanceScreen(self.store, event.row_key.value))

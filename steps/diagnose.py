@@ -22,8 +22,18 @@ from typing import Any
 
 import jsonref
 from json_source_map import calculate
+from jsonschema import Draft202012Validator
 
-__all__ = ["Diagnosis", "FieldDiff", "FieldStatus", "PinnedError", "Span", "diagnose", "pointer"]
+__all__ = [
+    "Diagnosis",
+    "FieldDiff",
+    "FieldStatus",
+    "PinnedError",
+    "Span",
+    "check_against_schema",
+    "diagnose",
+    "pointer",
+]
 
 
 @dataclass(frozen=True)
@@ -268,3 +278,23 @@ def _compare(
     if isinstance(items, dict) and isinstance(value, list):
         for index, item in enumerate(value):
             _compare(items, item, f"{path}[{index}]", errors, out)
+
+
+def check_against_schema(text: str, schema: dict[str, Any] | None) -> list[str]:
+    """Problems with a person's correction, as ``$.path: message`` lines (empty when it fits).
+
+    A fast first check while typing, by JSON schema; approval still validates
+    with the step's output model, custom validators included.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [f"not JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}"]
+    if not schema:
+        return []
+    validator = Draft202012Validator(_resolve(schema))
+    problems = []
+    for error in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
+        path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        problems.append(f"{path}: {error.message}")
+    return problems

@@ -6,13 +6,14 @@ import json
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from storage.store import Store
+from tui import actions
 from tui.literal import literal
 
 __all__ = ["InstanceScreen"]
@@ -21,9 +22,8 @@ __all__ = ["InstanceScreen"]
 class InstanceScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instances"),
-        Binding(
-            "f", "first_failure", "First failure", id="first-failure", tooltip="Jump to a failed attempt"
-        ),
+        Binding("f", "first_failure", "Failure", id="first-failure", tooltip="Jump to a failed attempt"),
+        Binding("R", "replay", "Replay", id="replay", tooltip="Rerun from the failed step"),
     ]
 
     def __init__(self, store: Store, instance_id: str) -> None:
@@ -38,10 +38,28 @@ class InstanceScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        table = self.query_one("#attempts", DataTable)
+        table.add_columns("step", "#", "model", "result", "tokens", "cost $", "ms", "routing")
+        self.refresh_detail()
+
+    def action_replay(self) -> None:
+        self.notify(f"replaying {self.instance_id[:12]} from its failed step…")
+        self._replay()
+
+    @work(thread=True, exclusive=True, group="replay")
+    def _replay(self) -> None:
+        outcome = actions.replay(self.instance_id)
+        self.app.call_from_thread(self._replayed, outcome)
+
+    def _replayed(self, outcome: actions.Outcome) -> None:
+        self.notify(outcome.message, severity="information" if outcome.ok else "error", timeout=8)
+        self.refresh_detail()
+
+    def refresh_detail(self) -> None:
         detail = self.store.instance_detail(self.instance_id)
         summary = self.query_one("#summary", Static)
         table = self.query_one("#attempts", DataTable)
-        table.add_columns("step", "#", "model", "result", "tokens", "cost $", "ms", "routing")
+        table.clear()
         if detail is None:
             summary.update(Text(f"instance {self.instance_id} is gone"))
             return

@@ -26,6 +26,7 @@ class InstancesScreen(Screen[None]):
         Binding("slash", "focus_search", "Search", id="search", tooltip="Search id, workflow, step, error"),
         Binding("s", "focus_status", "Status", id="status", tooltip="Filter by status"),
         Binding("r", "reload", "Reload", id="reload", tooltip="Read the database again"),
+        Binding("v", "reviews", "Reviews", id="reviews", tooltip="Outputs waiting for a person"),
         Binding("escape", "focus_table", "Table", show=False),
     ]
 
@@ -65,6 +66,14 @@ class InstancesScreen(Screen[None]):
 
     def action_reload(self) -> None:
         self.reload()
+
+    def action_reviews(self) -> None:
+        from tui.screens.reviews import ReviewsScreen
+
+        self.app.push_screen(ReviewsScreen(self.store))
+
+    def on_screen_resume(self) -> None:
+        self.reload()  # a review or replay elsewhere may have moved things on
 
     @on(Input.Submitted, "#search")
     @on(Select.Changed, "#status")

@@ -1,0 +1,115 @@
+"""From the TUI, an operator corrects a review (checked as they type) and replays a paused instance."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import pytest
+from rich.text import Text
+from textual.widgets import DataTable, Static, TextArea
+
+from flows.engine import Runtime
+from flows.instances import run_workflow
+from flows.registry import WORKFLOWS
+from storage.models import InstanceStatus
+from tests.flows.helpers import INPUT, VALID
+from tests.flows.pipeline import PIPELINE, tool_of
+from tests.servers import OpenAIServer, error, ok
+from tui.app import StepLineApp
+from tui.screens.instance import InstanceScreen
+from tui.screens.instances import InstancesScreen
+from tui.screens.reviews import ReviewScreen, ReviewsScreen
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(WORKFLOWS, PIPELINE.name, PIPELINE)
+
+
+def shown(widget: Static) -> str:
+    content = widget.content
+    assert isinstance(content, Text)
+    return content.plain
+
+
+async def settle(app: StepLineApp) -> None:
+    await app.workers.wait_for_complete()
+    for _ in range(3):
+        await asyncio.sleep(0.05)
+
+
+def test_a_review_is_corrected_in_place_and_approval_resumes_the_instance(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    bad = {"vendor": "Acme", "total": "lots", "currency": "EUR"}
+    openai_server.enqueue(ok(bad), ok(bad))
+    runtime = make_runtime()
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+    assert stopped.status is InstanceStatus.NEEDS_REVIEW
+    openai_server.default = ok({"label": "goods"})  # the categorize step, after approval
+
+    async def scenario() -> None:
+        app = StepLineApp(runtime.store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app)
+            await pilot.press("v")
+            assert isinstance(app.screen, ReviewsScreen)
+            assert app.screen.query_one("#reviews", DataTable).row_count == 1
+            await pilot.press("enter")
+            assert isinstance(app.screen, ReviewScreen)
+            verdict = app.screen.query_one("#verdict", Static)
+            assert "$.total: 'lots' is not of type 'number'" in shown(verdict)
+
+            editor = app.screen.query_one("#editor", TextArea)
+            editor.text = json.dumps({**bad, "total": "12.5"})
+            await pilot.pause()
+            assert "$.total: '12.5' is not of type 'number'" in shown(verdict)  # checked as typed
+            editor.text = json.dumps(VALID)
+            await pilot.pause()
+            assert shown(verdict).startswith("matches the schema")
+
+            await pilot.press("ctrl+s")
+            await settle(app)
+            assert isinstance(app.screen, ReviewsScreen)  # decided, back to the queue
+            assert app.screen.query_one("#reviews", DataTable).row_count == 0
+
+    asyncio.run(scenario())
+    instance = runtime.store.get_instance(stopped.instance_id)
+    assert instance is not None
+    assert instance.status == "completed"
+    assert instance.output["invoice"] == VALID
+    assert [tool_of(r.body) for r in openai_server.requests] == ["Invoice", "Invoice", "Category"]
+
+
+def test_replay_from_the_instance_screen(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    openai_server.enqueue(ok(VALID), error(401))  # categorize is refused our credentials: paused
+    runtime = make_runtime()
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+    assert stopped.status is InstanceStatus.PAUSED
+    openai_server.default = ok({"label": "services"})
+
+    async def scenario() -> None:
+        app = StepLineApp(runtime.store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app)
+            await pilot.press("enter")
+            assert isinstance(app.screen, InstanceScreen)
+            assert app.screen.query_one("#attempts", DataTable).row_count == 2
+            await pilot.press("R")
+            await settle(app)
+            assert "completed" in shown(app.screen.query_one("#summary", Static))
+            assert app.screen.query_one("#attempts", DataTable).row_count == 3  # one new attempt
+            await pilot.press("escape")
+            await settle(app)
+            assert isinstance(app.screen, InstancesScreen)
+            assert app.screen.query_one("#instances", DataTable).get_row_at(0)[2] == "completed"
+
+    asyncio.run(scenario())
+    # Only the failed step was asked again: extract's output was reused.
+    assert [tool_of(r.body) for r in openai_server.requests] == ["Invoice", "Category", "Category"]

@@ -1,0 +1,77 @@
+"""What the TUI asks of ``flows``: approve, reject, replay. Run in worker threads, never at start-up.
+
+Prefect and the provider SDKs load on the first call here, so browsing stays
+fast; each call opens its own ``Runtime`` on the configured catalog and database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Outcome", "approve", "reject", "replay"]
+
+
+class Outcome:
+    """What happened, in one line for a notification, and whether it went well."""
+
+    def __init__(self, ok: bool, message: str) -> None:
+        self.ok = ok
+        self.message = message
+
+
+def _runtime() -> Any:
+    import logging
+    import os
+
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from flows.engine import Runtime, ensure_prefect_api
+
+    for name in ("prefect", "instructor"):  # outcomes are recorded; keep tracebacks off the screen
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    ensure_prefect_api()
+    return Runtime.open()
+
+
+def _describe(result: Any) -> Outcome:
+    if result.status.value == "completed":
+        return Outcome(True, f"instance {result.instance_id[:12]} completed")
+    return Outcome(
+        False,
+        f"instance {result.instance_id[:12]} {result.status.value} "
+        f"at {result.failed_step}: {result.failure_class}",
+    )
+
+
+def approve(review_id: str, output: Any, by: str) -> Outcome:
+    from flows.instances import approve_review
+    from steps.errors import StepLineError
+
+    with _runtime() as runtime:
+        try:
+            return _describe(approve_review(review_id, output, runtime, by=by, note="approved in the TUI"))
+        except StepLineError as exc:
+            return Outcome(False, exc.message)
+
+
+def reject(review_id: str, by: str) -> Outcome:
+    from flows.instances import reject_review
+    from steps.errors import StepLineError
+
+    with _runtime() as runtime:
+        try:
+            reject_review(review_id, runtime, by=by, note="rejected in the TUI")
+        except StepLineError as exc:
+            return Outcome(False, exc.message)
+    return Outcome(True, f"review {review_id[:12]} rejected; the instance is failed")
+
+
+def replay(instance_id: str) -> Outcome:
+    from flows.instances import replay as replay_instance
+    from steps.errors import StepLineError
+
+    with _runtime() as runtime:
+        try:
+            return _describe(replay_instance(instance_id, runtime))
+        except StepLineError as exc:
+            return Outcome(False, exc.message)

@@ -1,0 +1,164 @@
+"""The review queue, and one review: correct the output in place, checked as you type, then decide."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TextArea
+
+from steps.diagnose import check_against_schema
+from storage.models import ReviewItem
+from storage.store import Store
+from tui import actions
+from tui.literal import literal
+
+__all__ = ["ReviewScreen", "ReviewsScreen"]
+
+
+def _operator() -> str:
+    return os.environ.get("STEPLINE_AUTHOR") or getpass.getuser()
+
+
+class ReviewsScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
+        Binding("r", "reload", "Reload", id="reload"),
+    ]
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(id="reviews", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#reviews", DataTable)
+        table.add_columns("review", "instance", "step", "failure", "errors", "created (UTC)")
+        self.action_reload()
+        table.focus()
+
+    def on_screen_resume(self) -> None:
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        table = self.query_one("#reviews", DataTable)
+        table.clear()
+        for item in self.store.list_reviews(status="open", limit=1000):
+            table.add_row(
+                item.id[:12],
+                item.instance_id[:12],
+                literal(f"{item.step}[{item.index}]"),
+                item.failure_class,
+                str(len(item.validation_errors or [])),
+                item.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                key=item.id,
+            )
+
+    @on(DataTable.RowSelected, "#reviews")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        item = self.store.get_review(event.row_key.value or "")
+        if item is not None:
+            self.app.push_screen(ReviewScreen(self.store, item))
+
+
+class ReviewScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back", id="back"),
+        Binding("ctrl+s", "approve", "Approve", id="approve", tooltip="Approve the corrected output"),
+        Binding("ctrl+r", "reject", "Reject", id="reject", tooltip="Reject: the instance fails"),
+    ]
+
+    def __init__(self, store: Store, item: ReviewItem) -> None:
+        super().__init__()
+        self.store = store
+        self.item = item
+        self.deciding = False
+
+    def compose(self) -> ComposeResult:
+        item = self.item
+        yield Header()
+        yield Static(
+            Text(
+                f"review {item.id[:12]}  {item.step}[{item.index}]  {item.failure_class}  "
+                f"instance {item.instance_id[:12]}"
+            ),
+            id="summary",
+        )
+        with Horizontal():
+            with VerticalScroll(classes="pane") as raw:
+                raw.border_title = "raw output, as received"
+                yield Static(literal(item.raw_output or "(none)"), id="raw-output")
+            editor = TextArea(self._starting_text(), language="json", id="editor", classes="pane")
+            editor.border_title = "corrected output"
+            yield editor
+        yield Static(id="verdict")
+        yield Footer()
+
+    def _starting_text(self) -> str:
+        try:
+            return json.dumps(json.loads(self.item.raw_output or ""), indent=2, ensure_ascii=False)
+        except json.JSONDecodeError:
+            return self.item.raw_output or "{}"
+
+    def on_mount(self) -> None:
+        self._check()
+        self.query_one("#editor", TextArea).focus()
+
+    @on(TextArea.Changed, "#editor")
+    def _check(self) -> None:
+        problems = check_against_schema(self.query_one("#editor", TextArea).text, self.item.expected_schema)
+        verdict = self.query_one("#verdict", Static)
+        if problems:
+            text = Text(
+                f"{len(problems)} problems (ctrl+s still asks the step's model to decide):\n", style="yellow"
+            )
+            for problem in problems[:6]:
+                text.append_text(literal(f"  {problem}\n"))
+            verdict.update(text)
+        else:
+            verdict.update(
+                Text("matches the schema: ctrl+s approves and resumes the instance", style="green")
+            )
+
+    def action_approve(self) -> None:
+        try:
+            output = json.loads(self.query_one("#editor", TextArea).text)
+        except json.JSONDecodeError as exc:
+            self.notify(f"not JSON: {exc.msg} at line {exc.lineno}", severity="error")
+            return
+        self._decide(lambda: actions.approve(self.item.id, output, _operator()))
+
+    def action_reject(self) -> None:
+        self._decide(lambda: actions.reject(self.item.id, _operator()))
+
+    def _decide(self, call: object) -> None:
+        if self.deciding:
+            return
+        self.deciding = True
+        self.query_one("#verdict", Static).update(Text("deciding… (the instance resumes from the next step)"))
+        self._run(call)
+
+    @work(thread=True, exclusive=True, group="decide")
+    def _run(self, call: object) -> None:
+        assert callable(call)
+        outcome = call()
+        self.app.call_from_thread(self._done, outcome)
+
+    def _done(self, outcome: actions.Outcome) -> None:
+        self.deciding = False
+        self.notify(outcome.message, severity="information" if outcome.ok else "error", timeout=8)
+        self.query_one("#verdict", Static).update(literal(outcome.message))
+        if outcome.ok:
+            self.app.pop_screen()

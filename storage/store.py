@@ -215,7 +215,7 @@ class Store:
         """One page of instances, newest first, for browsing; every filter is optional.
 
         ``text`` matches the start of the id, or anywhere in the workflow, failed
-        step, source or error. Ordered by the indexed (status, created_at) when a
+        step, failure class, source or error. Ordered by the indexed (status, created_at) when a
         status is given, so a page stays cheap however many rows there are.
         """
         query = select(WorkflowInstance)
@@ -238,6 +238,7 @@ class Store:
                         for column in (
                             WorkflowInstance.workflow,
                             WorkflowInstance.failed_step,
+                            WorkflowInstance.failure_class,
                             WorkflowInstance.source,
                             WorkflowInstance.error,
                         )

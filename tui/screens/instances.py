@@ -40,7 +40,7 @@ class InstancesScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="filters"):
-            yield Input(placeholder="/ search: id, workflow, step, source, error", id="search")
+            yield Input(placeholder="/ search: id, workflow, step, failure, source, error", id="search")
             yield Select(
                 [(status.value, status.value) for status in InstanceStatus],
                 prompt="any status",

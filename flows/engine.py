@@ -12,6 +12,7 @@ Which instance a step belongs to travels in a context variable set by
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import subprocess
@@ -37,7 +38,15 @@ from storage.db import open_engine
 from storage.models import Attempt, StepRun, StepRunStatus
 from storage.store import Store
 
-__all__ = ["SCOPE", "Runtime", "Scope", "ensure_prefect_api", "run_step", "stop_prefect_api"]
+__all__ = [
+    "SCOPE",
+    "Runtime",
+    "Scope",
+    "ensure_prefect_api",
+    "run_step",
+    "stop_prefect_api",
+    "with_current_prompt",
+]
 
 OutT = TypeVar("OutT", bound=BaseModel)
 
@@ -203,9 +212,22 @@ def _scope() -> Scope:
     return scope
 
 
+def with_current_prompt(step: Step[Any, OutT], store: Store) -> Step[Any, OutT]:
+    """``step`` with the prompt an operator chose for it (``stepline tui``), if any.
+
+    Read on every step run, so an edit takes effect on the next replay in any
+    process; re-checked like a prompt in code (its placeholders must be input fields).
+    """
+    chosen = store.current_prompt(step.name)
+    if chosen is None or chosen.content_hash == step.prompt.content_hash:
+        return step
+    return dataclasses.replace(step, prompt=Prompt(system=chosen.system, user=chosen.template))
+
+
 def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
     scope = _scope()
     store = scope.runtime.store
+    step = with_current_prompt(step, store)
     run = store.start_step_run(
         scope.instance_id, step.name, index, inputs.model_dump(mode="json"), scope.generation
     )

@@ -22,6 +22,7 @@ __all__ = [
     "Attempt",
     "InstanceStatus",
     "Notification",
+    "PromptCurrent",
     "PromptVersion",
     "ReviewItem",
     "ReviewStatus",
@@ -127,6 +128,19 @@ class PromptVersion(SQLModel, table=True):
     author: str = Field(max_length=200)
     note: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class PromptCurrent(SQLModel, table=True):
+    """The prompt an operator chose for a step, used instead of the one in code until cleared."""
+
+    __tablename__ = "prompt_current"
+
+    step: str = Field(primary_key=True, max_length=100)
+    prompt_version_id: str = Field(foreign_key="prompt_version.id", max_length=32)
+    set_by: str = Field(max_length=200)
+    set_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
 

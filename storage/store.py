@@ -23,6 +23,7 @@ from storage.models import (
     Attempt,
     InstanceStatus,
     Notification,
+    PromptCurrent,
     PromptVersion,
     ReviewItem,
     ReviewStatus,
@@ -539,6 +540,42 @@ class Store:
             query = query.where(PromptVersion.step == step)
         with self._session() as session:
             return session.exec(query).all()
+
+    def set_current_prompt(
+        self, step: str, system: str, template: str, content_hash: str, author: str, note: str | None
+    ) -> str:
+        """Make this text the step's prompt from now on (a new version if the text is new)."""
+        version_id = self.prompt_version(step, system, template, content_hash, author)
+        with self._session() as session:
+            version = session.get(PromptVersion, version_id)
+            if version is not None and note and not version.note:
+                version.note = note
+                session.add(version)
+            current = session.get(PromptCurrent, step) or PromptCurrent(
+                step=step, prompt_version_id=version_id, set_by=author
+            )
+            current.prompt_version_id = version_id
+            current.set_by = author
+            current.set_at = utcnow()
+            session.add(current)
+            session.commit()
+        return version_id
+
+    def clear_current_prompt(self, step: str) -> bool:
+        """Go back to the prompt in code; False if none was chosen."""
+        with self._session() as session:
+            current = session.get(PromptCurrent, step)
+            if current is None:
+                return False
+            session.delete(current)
+            session.commit()
+            return True
+
+    def current_prompt(self, step: str) -> PromptVersion | None:
+        """The version an operator chose for ``step``, if any (one primary-key lookup)."""
+        with self._session() as session:
+            current = session.get(PromptCurrent, step)
+            return session.get(PromptVersion, current.prompt_version_id) if current else None
 
     def _find_prompt(self, step: str, content_hash: str) -> str | None:
         with self._session() as session:

@@ -75,3 +75,27 @@ def replay(instance_id: str) -> Outcome:
             return _describe(replay_instance(instance_id, runtime))
         except StepLineError as exc:
             return Outcome(False, exc.message)
+
+
+def save_prompt(step_name: str, system: str, template: str, author: str, note: str | None) -> Outcome:
+    """Check the edited prompt against the step in code, then make it the step's prompt."""
+    import dataclasses
+
+    from flows.registry import WORKFLOWS
+    from steps.definition import Prompt
+    from steps.errors import StepLineError
+
+    steps = [s for w in WORKFLOWS.values() for s in w.steps if s.name == step_name]
+    if not steps:
+        return Outcome(False, f"no registered workflow has a step {step_name!r}; nothing saved")
+    prompt = Prompt(system=system, user=template)
+    try:
+        for step in steps:
+            dataclasses.replace(step, prompt=prompt)  # the checks a prompt in code gets
+    except StepLineError as exc:
+        return Outcome(False, f"{exc.message}; nothing saved")
+    with _runtime() as runtime:
+        version = runtime.store.set_current_prompt(
+            step_name, system, template, prompt.content_hash, author, note
+        )
+    return Outcome(True, f"saved as version {version[:12]}; {step_name} uses it from its next run")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from rich.text import Text
-from textual.widgets import DataTable, Static, TextArea
+from textual.widgets import DataTable, Input, Static, TextArea
 
 from flows.engine import Runtime
 from flows.instances import run_workflow
@@ -16,10 +17,11 @@ from flows.registry import WORKFLOWS
 from storage.models import InstanceStatus
 from tests.flows.helpers import INPUT, VALID
 from tests.flows.pipeline import PIPELINE, tool_of
-from tests.servers import OpenAIServer, error, ok
+from tests.servers import OpenAIServer, Reply, error, ok
 from tui.app import StepLineApp
 from tui.screens.instance import InstanceScreen
 from tui.screens.instances import InstancesScreen
+from tui.screens.prompts import PromptScreen, PromptsScreen
 from tui.screens.reviews import ReviewScreen, ReviewsScreen
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -113,3 +115,74 @@ def test_replay_from_the_instance_screen(
     asyncio.run(scenario())
     # Only the failed step was asked again: extract's output was reused.
     assert [tool_of(r.body) for r in openai_server.requests] == ["Invoice", "Category", "Category"]
+
+
+def test_edit_a_prompt_then_replay_and_the_step_passes(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    def reply(body: dict[str, Any]) -> Reply:
+        if tool_of(body) != "Invoice":
+            return ok({"label": "goods"})
+        asked = json.dumps(body["messages"])
+        # This model only gets the total right when the prompt insists on a number.
+        return ok(VALID) if "total as a number" in asked else ok({**VALID, "total": "lots"})
+
+    openai_server.default = reply
+    runtime = make_runtime()
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+    assert stopped.status is InstanceStatus.NEEDS_REVIEW
+
+    async def scenario() -> None:
+        app = StepLineApp(runtime.store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app)
+            await pilot.press("p")
+            assert isinstance(app.screen, PromptsScreen)
+            await pilot.press("enter")
+            assert isinstance(app.screen, PromptScreen)
+            editor = app.screen.query_one("#template", TextArea)
+            assert editor.text == "Invoice: $text"
+            editor.text = "Invoice: $text\nGive the total as a number."
+            await pilot.pause()
+            assert "+Give the total as a number." in shown(app.screen.query_one("#diff", Static))
+            app.screen.query_one("#note", Input).value = "totals came back as words"
+            await pilot.press("ctrl+s")
+            await settle(app)
+            assert isinstance(app.screen, PromptsScreen)
+
+            await pilot.press("escape", "enter", "R")  # the instance, replayed
+            await settle(app)
+            assert "completed" in shown(app.screen.query_one("#summary", Static))
+
+    asyncio.run(scenario())
+    versions = runtime.store.prompt_versions("extract-invoice")
+    assert len(versions) == 2
+    chosen = runtime.store.current_prompt("extract-invoice")
+    assert chosen is not None
+    assert chosen.note == "totals came back as words"
+    detail = runtime.store.instance_detail(stopped.instance_id)
+    assert detail is not None
+    last_extract = [a for a in detail.attempts if a.step == "extract-invoice"][-1]
+    assert last_extract.prompt_version_id == chosen.id
+    assert last_extract.failure_class is None
+
+
+def test_a_prompt_with_an_unknown_placeholder_is_refused_and_nothing_saved(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    runtime = make_runtime()
+    run_workflow(PIPELINE, INPUT, runtime)
+
+    async def scenario() -> None:
+        app = StepLineApp(runtime.store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app)
+            await pilot.press("p", "enter")
+            app.screen.query_one("#template", TextArea).text = "Invoice: $txt"
+            await pilot.press("ctrl+s")
+            await settle(app)
+            assert isinstance(app.screen, PromptScreen)  # still editing
+            assert any("txt" in n.message and "nothing saved" in n.message for n in app._notifications)
+
+    asyncio.run(scenario())
+    assert runtime.store.current_prompt("extract-invoice") is None

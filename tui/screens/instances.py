@@ -27,6 +27,7 @@ class InstancesScreen(Screen[None]):
         Binding("s", "focus_status", "Status", id="status", tooltip="Filter by status"),
         Binding("r", "reload", "Reload", id="reload", tooltip="Read the database again"),
         Binding("v", "reviews", "Reviews", id="reviews", tooltip="Outputs waiting for a person"),
+        Binding("p", "prompts", "Prompts", id="prompts", tooltip="Edit a step's prompt"),
         Binding("escape", "focus_table", "Table", show=False),
     ]
 
@@ -71,6 +72,11 @@ class InstancesScreen(Screen[None]):
         from tui.screens.reviews import ReviewsScreen
 
         self.app.push_screen(ReviewsScreen(self.store))
+
+    def action_prompts(self) -> None:
+        from tui.screens.prompts import PromptsScreen
+
+        self.app.push_screen(PromptsScreen(self.store))
 
     def on_screen_resume(self) -> None:
         self.reload()  # a review or replay elsewhere may have moved things on

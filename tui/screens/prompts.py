@@ -1,0 +1,140 @@
+"""Prompts: every step's versions, and an editor that saves a new version after showing the diff."""
+
+from __future__ import annotations
+
+import difflib
+import getpass
+import os
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static, TextArea
+
+from storage.models import PromptVersion
+from storage.store import Store
+from tui import actions
+from tui.literal import literal
+
+__all__ = ["PromptScreen", "PromptsScreen"]
+
+
+class PromptsScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
+    ]
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(id="steps", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#steps", DataTable)
+        table.add_columns("step", "versions", "in use", "newest (UTC)")
+        versions: dict[str, list[PromptVersion]] = {}
+        for version in self.store.prompt_versions():
+            versions.setdefault(version.step, []).append(version)
+        for step, found in sorted(versions.items()):
+            current = self.store.current_prompt(step)
+            table.add_row(
+                literal(step),
+                str(len(found)),
+                "chosen in the TUI" if current else "from code",
+                found[0].created_at.strftime("%Y-%m-%d %H:%M"),
+                key=step,
+            )
+        table.focus()
+
+    @on(DataTable.RowSelected, "#steps")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.app.push_screen(PromptScreen(self.store, event.row_key.value))
+
+
+class PromptScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back", id="back"),
+        Binding("ctrl+s", "save", "Save version", id="save", tooltip="Save the edit as the step's prompt"),
+    ]
+
+    def __init__(self, store: Store, step: str) -> None:
+        super().__init__()
+        self.store = store
+        self.step = step
+        self.versions = list(store.prompt_versions(step))
+        self.base = store.current_prompt(step) or self.versions[0]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            with Vertical(classes="pane", id="history") as history:
+                history.border_title = f"{self.step}: versions"
+                yield DataTable(id="versions", cursor_type="row")
+                yield Static(id="version-text")
+            with Vertical(classes="pane") as editing:
+                editing.border_title = "template (edit; $field placeholders)"
+                yield TextArea(self.base.template, id="template")
+                yield Input(placeholder="note: why this change", id="note")
+                with VerticalScroll(id="diff-pane"):
+                    yield Static(id="diff")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#versions", DataTable)
+        table.add_columns("created (UTC)", "author", "note")
+        for version in self.versions:
+            marker = " *" if version.id == self.base.id else ""
+            table.add_row(
+                version.created_at.strftime("%m-%d %H:%M") + marker,
+                literal(version.author),
+                literal(version.note or ""),
+                key=version.id,
+            )
+        self._show_diff()
+        self.query_one("#template", TextArea).focus()
+
+    @on(DataTable.RowHighlighted, "#versions")
+    def _show_version(self, event: DataTable.RowHighlighted) -> None:
+        version = next((v for v in self.versions if v.id == event.row_key.value), None)
+        if version is not None:
+            self.query_one("#version-text", Static).update(literal(version.template))
+
+    @on(TextArea.Changed, "#template")
+    def _show_diff(self) -> None:
+        edited = self.query_one("#template", TextArea).text
+        lines = difflib.unified_diff(
+            self.base.template.splitlines(), edited.splitlines(), "in use", "edited", lineterm=""
+        )
+        text = Text()
+        for line in lines:
+            style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
+            text.append_text(literal(line + "\n", style=style))
+        self.query_one("#diff", Static).update(text or Text("no change yet", style="dim"))
+
+    def action_save(self) -> None:
+        template = self.query_one("#template", TextArea).text
+        if template == self.base.template:
+            self.notify("no change to save")
+            return
+        note = self.query_one("#note", Input).value.strip() or None
+        author = os.environ.get("STEPLINE_AUTHOR") or getpass.getuser()
+        self._save(template, author, note)
+
+    @work(thread=True, exclusive=True, group="save")
+    def _save(self, template: str, author: str, note: str | None) -> None:
+        outcome = actions.save_prompt(self.step, self.base.system, template, author, note)
+        self.app.call_from_thread(self._saved, outcome)
+
+    def _saved(self, outcome: actions.Outcome) -> None:
+        self.notify(outcome.message, severity="information" if outcome.ok else "error", timeout=8)
+        if outcome.ok:
+            self.app.pop_screen()

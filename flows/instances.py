@@ -50,11 +50,13 @@ __all__ = [
     "ReplayRefused",
     "ReviewError",
     "RunResult",
+    "StepReplay",
     "approve_review",
     "interrupt",
     "parse_input",
     "reject_review",
     "replay",
+    "replay_step_failures",
     "run_workflow",
 ]
 
@@ -175,6 +177,45 @@ def replay(
         raise
     scope = Scope(runtime, instance.id, generation=generation, reusable=reusable, on_step=on_step)
     return _run(workflow, inputs, runtime, scope, instance.owner)
+
+
+@dataclass(frozen=True)
+class StepReplay:
+    """One instance replayed from a step: its outcome, and that step's raw output before and after."""
+
+    instance_id: str
+    before: str
+    after: str
+    old_raw: str | None
+    new_raw: str | None
+    message: str | None = None
+
+
+def replay_step_failures(
+    step: str, runtime: Runtime, *, on_result: Callable[[StepReplay], None] | None = None
+) -> list[StepReplay]:
+    """Replay every instance stopped at ``step`` (say, after its prompt was edited), one by one."""
+    results = []
+    for instance in runtime.store.stopped_at_step(step):
+        old = runtime.store.last_attempt_of_step(instance.id, step)
+        try:
+            outcome = replay(instance.id, runtime)
+            after, message = outcome.status.value, outcome.error
+        except StepLineError as exc:  # e.g. replayed by someone else meanwhile
+            after, message = "refused", exc.message
+        new = runtime.store.last_attempt_of_step(instance.id, step)
+        result = StepReplay(
+            instance.id,
+            instance.status,
+            after,
+            old.raw_output if old else None,
+            new.raw_output if new and (old is None or new.id != old.id) else None,
+            message,
+        )
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
 
 
 def approve_review(

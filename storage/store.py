@@ -358,6 +358,29 @@ class Store:
                 .order_by(col(Attempt.attempt_number).desc())
             ).first()
 
+    def last_attempt_of_step(self, instance_id: str, step: str) -> Attempt | None:
+        """The newest attempt at ``step`` in an instance (any generation)."""
+        with self._session() as session:
+            return session.exec(
+                select(Attempt)
+                .where(Attempt.instance_id == instance_id, Attempt.step == step)
+                .order_by(col(Attempt.started_at).desc(), col(Attempt.attempt_number).desc())
+            ).first()
+
+    def stopped_at_step(self, step: str, limit: int = 10_000) -> list[WorkflowInstance]:
+        """Instances stopped (paused, needs_review, failed) at ``step``, oldest first."""
+        query = (
+            select(WorkflowInstance)
+            .where(
+                WorkflowInstance.failed_step == step,
+                col(WorkflowInstance.status).in_([s.value for s in REPLAYABLE]),
+            )
+            .order_by(col(WorkflowInstance.created_at))
+            .limit(limit)
+        )
+        with self._session() as session:
+            return list(session.exec(query).all())
+
     def get_step_run(self, step_run_id: str) -> StepRun | None:
         with self._session() as session:
             return session.get(StepRun, step_run_id)

@@ -99,3 +99,11 @@ def save_prompt(step_name: str, system: str, template: str, author: str, note: s
             step_name, system, template, prompt.content_hash, author, note
         )
     return Outcome(True, f"saved as version {version[:12]}; {step_name} uses it from its next run")
+
+
+def replay_step(step: str, on_result: Any) -> None:
+    """Replay every instance stopped at ``step``; ``on_result`` hears each as it ends."""
+    from flows.instances import replay_step_failures
+
+    with _runtime() as runtime:
+        replay_step_failures(step, runtime, on_result=on_result)

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Input, Static, TextArea
 from flows.engine import Runtime
 from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
+from steps.definition import Prompt
 from storage.models import InstanceStatus
 from tests.flows.helpers import INPUT, VALID
 from tests.flows.pipeline import PIPELINE, tool_of
@@ -22,6 +23,7 @@ from tui.app import StepLineApp
 from tui.screens.instance import InstanceScreen
 from tui.screens.instances import InstancesScreen
 from tui.screens.prompts import PromptScreen, PromptsScreen
+from tui.screens.replays import ReplayScreen
 from tui.screens.reviews import ReviewScreen, ReviewsScreen
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -186,3 +188,42 @@ def test_a_prompt_with_an_unknown_placeholder_is_refused_and_nothing_saved(
 
     asyncio.run(scenario())
     assert runtime.store.current_prompt("extract-invoice") is None
+
+
+def test_after_a_prompt_edit_every_instance_stopped_at_the_step_is_replayed_live(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    def reply(body: dict[str, Any]) -> Reply:
+        if tool_of(body) != "Invoice":
+            return ok({"label": "goods"})
+        asked = json.dumps(body["messages"])
+        return ok(VALID) if "total as a number" in asked else ok({**VALID, "total": "lots"})
+
+    openai_server.default = reply
+    runtime = make_runtime()
+    stopped = [run_workflow(PIPELINE, {"text": f"invoice {n}"}, runtime) for n in range(3)]
+    assert {s.status for s in stopped} == {InstanceStatus.NEEDS_REVIEW}
+    edited = Prompt(
+        system="Extract the invoice's vendor, total and currency.", user="$text\nGive the total as a number."
+    )
+    runtime.store.set_current_prompt(
+        "extract-invoice", edited.system, edited.user, edited.content_hash, "ana", "numbers, please"
+    )
+
+    async def scenario() -> None:
+        app = StepLineApp(runtime.store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app)
+            await pilot.press("p", "R")
+            assert isinstance(app.screen, ReplayScreen)
+            await settle(app)
+            progress = shown(app.screen.query_one("#progress", Static))
+            assert "3/3 replayed, done" in progress
+            assert "after: 3 passed, 0 still stopped" in progress
+            assert app.screen.query_one("#replays", DataTable).row_count == 3
+            diff = shown(app.screen.query_one("#raw-diff", Static))
+            assert '-{"vendor": "Acme", "total": "lots", "currency": "EUR"}' in diff
+            assert '+{"vendor": "Acme", "total": 120.5, "currency": "EUR"}' in diff
+
+    asyncio.run(scenario())
+    assert {runtime.store.get_instance(s.instance_id).status for s in stopped} == {"completed"}  # type: ignore[union-attr]

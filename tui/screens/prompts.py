@@ -26,6 +26,7 @@ __all__ = ["PromptScreen", "PromptsScreen"]
 class PromptsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
+        Binding("R", "replay_step", "Replay failures", id="replay-step", tooltip="Replay all stopped here"),
     ]
 
     def __init__(self, store: Store) -> None:
@@ -53,6 +54,19 @@ class PromptsScreen(Screen[None]):
                 key=step,
             )
         table.focus()
+
+    def action_replay_step(self) -> None:
+        from tui.screens.replays import ReplayScreen
+
+        table = self.query_one("#steps", DataTable)
+        if not table.row_count:
+            return
+        step = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        stopped = len(self.store.stopped_at_step(step))
+        if not stopped:
+            self.notify(f"no instance is stopped at {step}")
+            return
+        self.app.push_screen(ReplayScreen(step, stopped))
 
     @on(DataTable.RowSelected, "#steps")
     def _open(self, event: DataTable.RowSelected) -> None:

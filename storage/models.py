@@ -89,6 +89,7 @@ class WorkflowInstance(SQLModel, table=True):
     __table_args__ = (
         Index("ix_instance_status_created", "status", "created_at"),
         Index("ix_instance_workflow_source_digest", "workflow", "source_digest"),
+        Index("ix_instance_created", "created_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)

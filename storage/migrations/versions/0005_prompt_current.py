@@ -1,4 +1,4 @@
-"""prompt_current: the prompt version an operator chose for a step
+"""prompt_current: the prompt version an operator chose for a step; instances by creation time
 
 Revision ID: 0005
 Revises: 0004
@@ -26,7 +26,10 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["prompt_version_id"], ["prompt_version.id"]),
         sa.PrimaryKeyConstraint("step"),
     )
+    # The TUI's first page, newest first with no filter, reads this index and nothing else.
+    op.create_index("ix_instance_created", "workflow_instance", ["created_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_instance_created", table_name="workflow_instance")
     op.drop_table("prompt_current")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import functools
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.screen import Screen
 
 from storage.store import Store
 from tui.screens.instances import InstancesScreen
@@ -29,3 +32,17 @@ class StepLineApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(InstancesScreen(self.store))
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The screens, in the command palette (ctrl+p), beside Textual's own commands."""
+        yield from super().get_system_commands(screen)
+        for title, help_text, action in (
+            ("Reviews", "Outputs waiting for a person", "reviews"),
+            ("Prompts", "Edit a step's prompt, replay the failures", "prompts"),
+            ("Notifications", "Messages sent to owners", "notifications"),
+        ):
+            yield SystemCommand(title, help_text, functools.partial(self._open_from_instances, action))
+
+    def _open_from_instances(self, action: str) -> None:
+        screen = next(s for s in self.screen_stack if isinstance(s, InstancesScreen))
+        getattr(screen, f"action_{action}")()

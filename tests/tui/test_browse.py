@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from rich.text import Text
@@ -17,7 +18,7 @@ from textual.widgets import DataTable, Static
 from flows.engine import Runtime
 from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
-from storage.models import InstanceStatus
+from storage.models import InstanceStatus, Notification
 from tests.flows.helpers import INPUT
 from tests.flows.pipeline import PIPELINE
 from tests.servers import OpenAIServer, invalid_json, ok
@@ -25,7 +26,8 @@ from tui.app import StepLineApp
 from tui.literal import literal
 from tui.screens.attempt import AttemptScreen
 from tui.screens.instance import InstanceScreen
-from tui.screens.instances import InstancesScreen
+from tui.screens.instances import InstancesScreen, parse_search
+from tui.screens.notifications import NotificationsScreen
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -132,5 +134,68 @@ def test_search_and_status_filter_narrow_the_list(
             await pilot.pause()
             assert table.row_count == 1
             assert str(table.get_row_at(0)[1]) == "customer-intake"
+
+    asyncio.run(scenario())
+
+
+def test_the_search_box_takes_field_filters_and_an_age() -> None:
+    found = parse_search("workflow:contract-review failure:rate_limited since:2h acme corp")
+    assert found["workflow"] == "contract-review"
+    assert found["failure_class"] == "rate_limited"
+    assert found["text"] == "acme corp"
+    assert (
+        timedelta(hours=2) - timedelta(seconds=5)
+        < datetime.now(UTC) - found["since"]
+        < timedelta(hours=2, seconds=5)
+    )
+    assert parse_search("since:soon") == {"text": "since:soon"}  # not an age: searched as text
+
+
+def test_field_filters_notifications_and_the_command_palette(
+    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = make_runtime()
+    store = runtime.store
+    calm = store.create_instance("contract-review", {"n": 1}, "ana")
+    store.finish_instance(calm.id, InstanceStatus.PAUSED, failed_step="assess-risk", failure_class="timeout")
+    busy = store.create_instance("contract-review", {"n": 2}, "ana")
+    store.finish_instance(
+        busy.id, InstanceStatus.PAUSED, failed_step="assess-risk", failure_class="rate_limited"
+    )
+    store.add_notification(
+        Notification(
+            instance_id=busy.id,
+            event="paused",
+            target="json://127.0.0.1",
+            title="t",
+            body="{}",
+            delivered=False,
+            error="refused",
+        )
+    )
+
+    async def scenario() -> None:
+        app = StepLineApp(store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.press("slash", *"failure:rate_limited", "enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            table = app.screen.query_one("#instances", DataTable)
+            assert table.row_count == 1
+            assert str(table.get_row_at(0)[4]) == "rate_limited"
+
+            await pilot.press("n")
+            assert isinstance(app.screen, NotificationsScreen)
+            row = app.screen.query_one("#notifications", DataTable).get_row_at(0)
+            assert row[1] == "paused"
+            assert str(row[4]) == "no: refused"
+            await pilot.press("enter")  # to the instance it was about
+            assert isinstance(app.screen, InstanceScreen)
+            assert app.screen.instance_id == busy.id
+
+            await pilot.press("escape", "escape")
+            commands = [c.title for c in app.get_system_commands(app.screen)]
+            assert {"Reviews", "Prompts", "Notifications"} <= set(commands)
 
     asyncio.run(scenario())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -15,10 +17,32 @@ from storage.models import InstanceStatus, WorkflowInstance
 from storage.store import Store
 from tui.literal import literal
 
-__all__ = ["PAGE", "InstancesScreen"]
+__all__ = ["PAGE", "InstancesScreen", "parse_search"]
 
 PAGE = 200
 """Rows fetched per query; the next page loads when the cursor nears the end."""
+
+
+_KEYS = {"workflow": "workflow", "step": "step", "failure": "failure_class", "status": "status"}
+_AGE = re.compile(r"^(\d+)([mhd])$")
+
+
+def parse_search(query: str) -> dict[str, Any]:
+    """``workflow:x step:y failure:z status:paused since:2h`` filters; other words are searched."""
+    filters: dict[str, Any] = {}
+    words = []
+    for word in query.split():
+        key, _, value = word.partition(":")
+        if key in _KEYS and value:
+            filters[_KEYS[key]] = value
+        elif key == "since" and (age := _AGE.match(value)):
+            unit = {"m": "minutes", "h": "hours", "d": "days"}[age.group(2)]
+            filters["since"] = datetime.now(UTC) - timedelta(**{unit: int(age.group(1))})
+        else:
+            words.append(word)
+    if words:
+        filters["text"] = " ".join(words)
+    return filters
 
 
 class InstancesScreen(Screen[None]):
@@ -28,6 +52,7 @@ class InstancesScreen(Screen[None]):
         Binding("r", "reload", "Reload", id="reload", tooltip="Read the database again"),
         Binding("v", "reviews", "Reviews", id="reviews", tooltip="Outputs waiting for a person"),
         Binding("p", "prompts", "Prompts", id="prompts", tooltip="Edit a step's prompt"),
+        Binding("n", "notifications", "Notified", id="notifications", tooltip="Messages sent to owners"),
         Binding("escape", "focus_table", "Table", show=False),
     ]
 
@@ -41,7 +66,7 @@ class InstancesScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="filters"):
-            yield Input(placeholder="/ search: id, workflow, step, failure, source, error", id="search")
+            yield Input(placeholder="/ search; or workflow: step: failure: status: since:2h", id="search")
             yield Select(
                 [(status.value, status.value) for status in InstanceStatus],
                 prompt="any status",
@@ -73,6 +98,11 @@ class InstancesScreen(Screen[None]):
 
         self.app.push_screen(ReviewsScreen(self.store))
 
+    def action_notifications(self) -> None:
+        from tui.screens.notifications import NotificationsScreen
+
+        self.app.push_screen(NotificationsScreen(self.store))
+
     def action_prompts(self) -> None:
         from tui.screens.prompts import PromptsScreen
 
@@ -93,17 +123,19 @@ class InstancesScreen(Screen[None]):
         self.exhausted = False
         self._load_page()
 
-    def _filters(self) -> tuple[str | None, str | None]:
-        text = self.query_one("#search", Input).value.strip() or None
+    def _filters(self) -> dict[str, Any]:
+        found = parse_search(self.query_one("#search", Input).value)
         status = self.query_one("#status", Select).value
-        return text, status if isinstance(status, str) else None
+        if isinstance(status, str):
+            found["status"] = status
+        return found
 
     @work(thread=True, exclusive=True, group="page")
     def _load_page(self) -> None:
         """Fetch the next page off the UI thread; the table grows when it arrives."""
-        text, status = self._filters()
+        filters = self._filters()
         offset = self.loaded
-        rows = self.store.search_instances(text=text, status=status, offset=offset, limit=PAGE)
+        rows = self.store.search_instances(**filters, offset=offset, limit=PAGE)
         self.app.call_from_thread(self._add_rows, offset, rows)
 
     def _add_rows(self, offset: int, rows: list[WorkflowInstance]) -> None:

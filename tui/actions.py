@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Outcome", "approve", "reject", "replay"]
+__all__ = ["Outcome", "approve", "operator", "reject", "replay", "replay_step", "save_prompt"]
+
+
+def operator() -> str:
+    """Who is deciding, for the record: ``STEPLINE_AUTHOR``, else the login name."""
+    import getpass
+    import os
+
+    return os.environ.get("STEPLINE_AUTHOR") or getpass.getuser()
 
 
 class Outcome:

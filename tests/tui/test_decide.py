@@ -40,6 +40,14 @@ def shown(widget: Static) -> str:
     return content.plain
 
 
+def numbers_only_when_asked(body: dict[str, Any]) -> Reply:
+    """A model that gets the invoice total right only when the prompt insists on a number."""
+    if tool_of(body) != "Invoice":
+        return ok({"label": "goods"})
+    asked = json.dumps(body["messages"])
+    return ok(VALID) if "total as a number" in asked else ok({**VALID, "total": "lots"})
+
+
 async def settle(app: StepLineApp) -> None:
     await app.workers.wait_for_complete()
     for _ in range(3):
@@ -122,14 +130,7 @@ def test_replay_from_the_instance_screen(
 def test_edit_a_prompt_then_replay_and_the_step_passes(
     make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
 ) -> None:
-    def reply(body: dict[str, Any]) -> Reply:
-        if tool_of(body) != "Invoice":
-            return ok({"label": "goods"})
-        asked = json.dumps(body["messages"])
-        # This model only gets the total right when the prompt insists on a number.
-        return ok(VALID) if "total as a number" in asked else ok({**VALID, "total": "lots"})
-
-    openai_server.default = reply
+    openai_server.default = numbers_only_when_asked
     runtime = make_runtime()
     stopped = run_workflow(PIPELINE, INPUT, runtime)
     assert stopped.status is InstanceStatus.NEEDS_REVIEW
@@ -193,13 +194,7 @@ def test_a_prompt_with_an_unknown_placeholder_is_refused_and_nothing_saved(
 def test_after_a_prompt_edit_every_instance_stopped_at_the_step_is_replayed_live(
     make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
 ) -> None:
-    def reply(body: dict[str, Any]) -> Reply:
-        if tool_of(body) != "Invoice":
-            return ok({"label": "goods"})
-        asked = json.dumps(body["messages"])
-        return ok(VALID) if "total as a number" in asked else ok({**VALID, "total": "lots"})
-
-    openai_server.default = reply
+    openai_server.default = numbers_only_when_asked
     runtime = make_runtime()
     stopped = [run_workflow(PIPELINE, {"text": f"invoice {n}"}, runtime) for n in range(3)]
     assert {s.status for s in stopped} == {InstanceStatus.NEEDS_REVIEW}

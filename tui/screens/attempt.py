@@ -48,14 +48,16 @@ class AttemptScreen(Screen[None]):
         self.store = store
         self.instance_id = instance_id
         self.attempt_id = attempt_id
+        self.attempt: Attempt | None = None
+        self.found: Diagnosis = diagnose(None, None, None)
 
     def _attempt(self) -> Attempt | None:
         detail = self.store.instance_detail(self.instance_id)
         return next((a for a in detail.attempts if a.id == self.attempt_id), None) if detail else None
 
     def compose(self) -> ComposeResult:
-        attempt = self._attempt()
-        found = diagnose(
+        attempt = self.attempt = self._attempt()
+        found = self.found = diagnose(
             attempt.raw_output if attempt else None,
             attempt.expected_schema if attempt else None,
             attempt.validation_errors if attempt else None,
@@ -79,12 +81,7 @@ class AttemptScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        attempt = self._attempt()
-        found = diagnose(
-            attempt.raw_output if attempt else None,
-            attempt.expected_schema if attempt else None,
-            attempt.validation_errors if attempt else None,
-        )
+        found = self.found
         table = self.query_one("#field-table", DataTable)
         table.add_columns("field", "verdict", "schema expects", "model returned", "error")
         for field in sorted(found.fields, key=lambda f: f.status is FieldStatus.OK):

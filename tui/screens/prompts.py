@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import getpass
-import os
 from typing import ClassVar
 
 from rich.text import Text
@@ -140,8 +138,7 @@ class PromptScreen(Screen[None]):
             self.notify("no change to save")
             return
         note = self.query_one("#note", Input).value.strip() or None
-        author = os.environ.get("STEPLINE_AUTHOR") or getpass.getuser()
-        self._save(template, author, note)
+        self._save(template, actions.operator(), note)
 
     @work(thread=True, exclusive=True, group="save")
     def _save(self, template: str, author: str, note: str | None) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 from typing import ClassVar
 
 from rich.text import Text
@@ -22,10 +20,6 @@ from tui import actions
 from tui.literal import literal
 
 __all__ = ["ReviewScreen", "ReviewsScreen"]
-
-
-def _operator() -> str:
-    return os.environ.get("STEPLINE_AUTHOR") or getpass.getuser()
 
 
 class ReviewsScreen(Screen[None]):
@@ -138,10 +132,10 @@ class ReviewScreen(Screen[None]):
         except json.JSONDecodeError as exc:
             self.notify(f"not JSON: {exc.msg} at line {exc.lineno}", severity="error")
             return
-        self._decide(lambda: actions.approve(self.item.id, output, _operator()))
+        self._decide(lambda: actions.approve(self.item.id, output, actions.operator()))
 
     def action_reject(self) -> None:
-        self._decide(lambda: actions.reject(self.item.id, _operator()))
+        self._decide(lambda: actions.reject(self.item.id, actions.operator()))
 
     def _decide(self, call: object) -> None:
         if self.deciding:

@@ -31,7 +31,7 @@ from tui.screens.notifications import NotificationsScreen
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-HOSTILE = "[bold red]x[/] \x1b[31mred \x1b]0;pwned\x07"
+HOSTILE = "[bold red]x[/] \x1b[31mred \x1b]0;title\x07"
 
 
 def shown(widget: Static) -> str:
@@ -42,7 +42,7 @@ def shown(widget: Static) -> str:
 
 def test_untrusted_text_is_shown_never_styled_or_executed() -> None:
     text = literal(HOSTILE)
-    assert text.plain == "[bold red]x[/] \\x1b[31mred \\x1b]0;pwned\\x07"
+    assert text.plain == "[bold red]x[/] \\x1b[31mred \\x1b]0;title\\x07"
     assert "\x1b" not in text.plain
     assert "\x07" not in text.plain
     highlighted = literal("abcdef", [(1, 3, "red")])
@@ -98,7 +98,7 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
             assert isinstance(app.screen, AttemptScreen)
             raw = shown(app.screen.query_one("#raw-output", Static))
             assert "\\x1b[31m" in raw  # control codes are spelled out, never sent
-            assert "\\x1b]0;pwned\\x07" in raw
+            assert "\\x1b]0;title\\x07" in raw
             assert "\x1b" not in raw
             assert shown(app.screen.query_one("#verdict", Static)).startswith(
                 "not JSON: Invalid control character at line 1 column 28; parsing stopped at character 27"

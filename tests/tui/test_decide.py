@@ -20,6 +20,7 @@ from tests.flows.helpers import INPUT, VALID
 from tests.flows.pipeline import PIPELINE, tool_of
 from tests.servers import OpenAIServer, Reply, error, ok
 from tui.app import StepLineApp
+from tui.screens.attempt import AttemptScreen
 from tui.screens.instance import InstanceScreen
 from tui.screens.instances import InstancesScreen
 from tui.screens.prompts import PromptScreen, PromptsScreen
@@ -139,7 +140,10 @@ def test_edit_a_prompt_then_replay_and_the_step_passes(
         app = StepLineApp(runtime.store)
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(app)
-            await pilot.press("p")
+            await pilot.press("enter", "f", "enter")  # browse: open the instance, then its failure
+            assert isinstance(app.screen, AttemptScreen)
+            assert "1 validation errors" in shown(app.screen.query_one("#verdict", Static))
+            await pilot.press("escape", "escape", "p")
             assert isinstance(app.screen, PromptsScreen)
             await pilot.press("enter")
             assert isinstance(app.screen, PromptScreen)

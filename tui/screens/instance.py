@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -17,6 +17,17 @@ from tui import actions
 from tui.literal import literal
 
 __all__ = ["InstanceScreen"]
+
+
+def _sampling(sent: Any) -> str:
+    """``t=0 p=1 max=1024``: what was sent, compactly."""
+    if not isinstance(sent, dict):
+        return ""
+    short = {"temperature": "t", "top_p": "p", "max_tokens": "max"}
+    return " ".join(
+        f"{short.get(k, k)}={v:g}" if isinstance(v, float) else f"{short.get(k, k)}={v}"
+        for k, v in sent.items()
+    )
 
 
 class InstanceScreen(Screen[None]):
@@ -39,7 +50,7 @@ class InstanceScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#attempts", DataTable)
-        table.add_columns("step", "#", "model", "result", "tokens", "cost $", "ms", "routing")
+        table.add_columns("step", "#", "model", "result", "tokens", "cost $", "ms", "sampling", "routing")
         self.refresh_detail()
 
     def action_replay(self) -> None:
@@ -88,6 +99,7 @@ class InstanceScreen(Screen[None]):
                 f"{attempt.tokens_in or 0}/{attempt.tokens_out or 0}",
                 f"{attempt.cost_usd or 0:.6f}",
                 f"{attempt.latency_ms or 0:.0f}",
+                _sampling(attempt.sampling),
                 literal(attempt.routing_reason or ""),
                 key=attempt.id,
             )

@@ -157,7 +157,7 @@ class InstancesScreen(Screen[None]):
 
     @on(DataTable.RowHighlighted, "#instances")
     def _maybe_more(self, event: DataTable.RowHighlighted) -> None:
-        if not self.exhausted and event.cursor_row >= self.loaded - 20:
+        if not self.exhausted and event.cursor_row >= self.loaded - PAGE // 2:  # fetch ahead
             self._load_page()
 
     @on(DataTable.RowSelected, "#instances")

@@ -93,14 +93,18 @@ class BatchView:
 
 def _next_steps(report: BatchReport) -> str:
     attention = report.needing_attention()
-    lines = ["next:", "  stepline instances              every instance, newest first"]
+    lines = [
+        "next:",
+        "  stepline tui                     browse, compare failures with their schema, replay",
+        "  stepline instances               every instance, newest first",
+    ]
     review = next((o.review_id for o in attention if o.review_id), None)
     paused = next((o.instance_id for o in attention if o.status == "paused" and o.instance_id), None)
     if review:
-        lines.append(f"  stepline review show {review[:12]:<10} the raw output beside its schema")
+        lines.append(f"  stepline review show {review[:12]:<11} the raw output beside its schema")
     if paused:
-        lines.append(f"  stepline replay {paused[:12]:<15} once the cause is fixed")
+        lines.append(f"  stepline replay {paused[:12]:<16} once the cause is fixed")
     shown = [o.instance_id for o in [*attention, *report.outcomes] if o.instance_id]
     if shown:
-        lines.append(f"  stepline show {shown[0][:12]:<17} its output, every step run and attempt")
+        lines.append(f"  stepline show {shown[0][:12]:<18} its output, every step run and attempt")
     return "\n".join(lines)

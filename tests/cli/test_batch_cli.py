@@ -62,6 +62,7 @@ def test_a_folder_runs_as_a_batch_with_a_summary_and_the_bad_files_named(
     assert "scan.json" in result.stdout
     assert "at most 1 MiB" in result.stdout
     assert "stepline instances" in result.stdout  # where to look next
+    assert "stepline tui" in result.stdout
     assert rows(cli, "select status, count(*) from workflow_instance group by status") == [("completed", 3)]
     sources = {Path(str(s)).name for (s,) in rows(cli, "select source from workflow_instance")}
     assert sources == {f"0-{path.name}" for path in CONTRACTS}

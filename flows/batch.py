@@ -25,7 +25,7 @@ from typing import Any
 from flows.engine import Runtime, ensure_prefect_api
 from flows.instances import RunResult, check_workflow, interrupt, parse_input, run_workflow
 from flows.workflow import Workflow
-from steps.errors import InputError, StepLineError
+from steps.errors import InputError, StepLineError, describe_json_error
 
 __all__ = [
     "MAX_ITEM_BYTES",
@@ -146,7 +146,7 @@ def _parse(source: str, where: str, data: bytes) -> BatchItem:
     except json.JSONDecodeError as exc:
         return BatchItem(
             source,
-            error=f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            error=f"{where} is not valid JSON: {describe_json_error(exc)}",
             digest=digest,
         )
 

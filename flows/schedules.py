@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from flows.batch import read_items, run_batch
 from flows.engine import Runtime
-from flows.registry import WORKFLOWS, get_workflow
+from flows.registry import get_workflow
 from steps.errors import ConfigError, InputError
 from steps.settings import ScheduleConfig, Settings
 
@@ -119,13 +119,10 @@ def schedule_problems(settings: Settings, names: Iterable[str] | None = None) ->
             prefect_schedule(name, config)
         except ConfigError as exc:
             problems.append(exc.message)
-        if config.workflow not in WORKFLOWS:
-            close = difflib.get_close_matches(config.workflow, WORKFLOWS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            problems.append(
-                f"schedules.{name}.workflow: unknown workflow {config.workflow!r}; {hint}"
-                f"known: {', '.join(sorted(WORKFLOWS))}"
-            )
+        try:
+            get_workflow(config.workflow)
+        except InputError as exc:  # its message suggests the closest name
+            problems.append(f"schedules.{name}.workflow: {exc.message}")
         if config.input_dir is not None and config.input_dir.exists() and not config.input_dir.is_dir():
             problems.append(
                 f"schedules.{name}.input_dir: {config.input_dir} is a file; name a folder to watch"

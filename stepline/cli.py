@@ -55,7 +55,9 @@ def _read_input(source: str) -> tuple[Any, str]:
     try:
         return json.loads(text), where
     except json.JSONDecodeError as exc:
-        _fail(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        from steps.errors import describe_json_error
+
+        _fail(f"{where} is not valid JSON: {describe_json_error(exc)}")
 
 
 def _open_store() -> Any:

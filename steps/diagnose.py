@@ -24,6 +24,8 @@ import jsonref
 from json_source_map import calculate
 from jsonschema import Draft202012Validator
 
+from steps.errors import describe_json_error
+
 __all__ = [
     "Diagnosis",
     "FieldDiff",
@@ -113,7 +115,7 @@ def diagnose(
     except json.JSONDecodeError as exc:
         return Diagnosis(
             parsed=False,
-            parse_error=f"not JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}",
+            parse_error=f"not JSON: {describe_json_error(exc)}",
             stopped_at=Span(exc.pos, len(text)),
             errors=[PinnedError(str(e.get("path", "$")), str(e.get("message", "")), None) for e in errors],
             fields=[],
@@ -289,7 +291,7 @@ def check_against_schema(text: str, schema: dict[str, Any] | None) -> list[str]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        return [f"not JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}"]
+        return [f"not JSON: {describe_json_error(exc)}"]
     if not schema:
         return []
     validator = Draft202012Validator(_resolve(schema))

@@ -30,6 +30,7 @@ __all__ = [
     "InputError",
     "StepFailed",
     "StepLineError",
+    "describe_json_error",
     "describe_validation_error",
 ]
 
@@ -98,6 +99,12 @@ def describe_validation_error(exc: Any) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
     )
+
+
+def describe_json_error(exc: Any) -> str:
+    """A ``json.JSONDecodeError`` as ``<what> at line L column C`` for one-line messages."""
+    # Some of json's messages already end in " at" ("Invalid control character at").
+    return f"{exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}"
 
 
 class ConfigError(StepLineError):

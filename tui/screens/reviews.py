@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TextArea
 
 from steps.diagnose import check_against_schema
+from steps.errors import describe_json_error
 from storage.models import ReviewItem
 from storage.store import Store
 from tui import actions
@@ -130,7 +131,7 @@ class ReviewScreen(Screen[None]):
         try:
             output = json.loads(self.query_one("#editor", TextArea).text)
         except json.JSONDecodeError as exc:
-            self.notify(f"not JSON: {exc.msg} at line {exc.lineno}", severity="error")
+            self.notify(f"not JSON: {describe_json_error(exc)}", severity="error")
             return
         self._decide(lambda: actions.approve(self.item.id, output, actions.operator()))
 

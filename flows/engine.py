@@ -30,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import BaseModel
 
+from flows.recovery import Heartbeat
 from steps.definition import Prompt, Step
 from steps.errors import FailureClass, StepFailed, StepLineError
 from steps.runtime import AttemptRecord, StepExecutor
@@ -58,15 +59,27 @@ class Runtime:
     settings: Settings
     store: Store
     executor: StepExecutor
+    heartbeat: Heartbeat
+
+    @property
+    def worker(self) -> str:
+        """This process, as the instances it runs name it."""
+        return self.heartbeat.worker
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Runtime:
         settings = settings or load_settings()
         store = Store(open_engine(settings.database_url))
-        return cls(settings, store, StepExecutor(settings, latency=_Cached(store.median_latency_by_model)))
+        return cls(
+            settings,
+            store,
+            StepExecutor(settings, latency=_Cached(store.median_latency_by_model)),
+            Heartbeat(store, settings.workers.heartbeat_s),
+        )
 
     def close(self) -> None:
-        """Release provider connections and database connections."""
+        """Stop renewing leases; release provider connections and database connections."""
+        self.heartbeat.stop()
         self.executor.close()
         self.store.engine.dispose()
 
@@ -109,6 +122,8 @@ class Scope:
     cancel: threading.Event | None = None
     """Set when the operator stops a batch: the instance pauses before its next step."""
     failed_run: StepRun | None = None
+    current_step: str | None = None
+    """The step this flow run reached last (where an orchestrator failure stopped it)."""
     counts: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -138,10 +153,8 @@ class _StoreSink:
     def prompt_version(self, step: str, prompt: Prompt) -> str:
         return self.store.prompt_version(step, prompt.system, prompt.user, prompt.content_hash, self.author)
 
-    def attempt_finished(self, record: AttemptRecord) -> str:
-        self.count += 1
-        self.model_id = record.model_id
-        return self.store.add_attempt(
+    def attempt_started(self, record: AttemptRecord) -> str:
+        return self.store.start_attempt(
             Attempt(
                 instance_id=self.instance_id,
                 step_run_id=self.step_run_id,
@@ -154,22 +167,30 @@ class _StoreSink:
                 prompt_version_id=record.prompt_version_id,
                 sampling=record.sampling,
                 request_messages=record.request_messages,
-                raw_output=record.raw_output,
-                raw_response=record.raw_response,
-                parsed_output=record.parsed_output,
-                expected_schema=record.expected_schema,
-                failure_class=record.failure.value if record.failure else None,
-                error_message=record.error_message,
-                validation_errors=record.validation_errors,
-                tokens_in=record.tokens_in,
-                tokens_out=record.tokens_out,
-                cost_usd=record.cost_usd,
-                latency_ms=record.latency_ms,
-                retry_after_s=record.retry_after_s,
                 wait_s=record.wait_s,
                 started_at=record.started_at,
-                finished_at=record.finished_at,
             )
+        )
+
+    def attempt_finished(self, record: AttemptRecord) -> None:
+        self.count += 1
+        self.model_id = record.model_id
+        assert record.attempt_id is not None, "attempt_finished before attempt_started"
+        self.store.finish_attempt(
+            record.attempt_id,
+            raw_output=record.raw_output,
+            raw_response=record.raw_response,
+            parsed_output=record.parsed_output,
+            expected_schema=record.expected_schema,
+            failure_class=record.failure.value if record.failure else None,
+            error_message=record.error_message,
+            validation_errors=record.validation_errors,
+            tokens_in=record.tokens_in,
+            tokens_out=record.tokens_out,
+            cost_usd=record.cost_usd,
+            latency_ms=record.latency_ms,
+            retry_after_s=record.retry_after_s,
+            finished_at=record.finished_at,
         )
 
 
@@ -285,6 +306,7 @@ def run_step(step: Step[Any, OutT], inputs: BaseModel) -> OutT:
             step=step.name,
             failure=FailureClass.INTERRUPTED,
         )
+    scope.current_step = step.name
     if scope.on_step is not None:
         scope.on_step(step.name)
     return _task_for(step)(inputs, index)

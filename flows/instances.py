@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from flows.engine import SCOPE, Runtime, Scope
 from flows.notify import notify_owner
+from flows.recovery import LostInstance, is_lost, recover
 from flows.registry import get_workflow
 from flows.workflow import Workflow
 from steps.definition import Step
@@ -130,6 +131,7 @@ def run_workflow(
         owner or runtime.settings.owner,
         source=source,
         source_digest=source_digest,
+        worker=runtime.worker,
     )
     if on_created is not None:
         on_created(instance.id)
@@ -157,12 +159,7 @@ def replay(
             )
     check_workflow(workflow, runtime)
     inputs = parse_input(workflow, instance.input, f"the stored input of instance {instance.id}")
-    generation = runtime.store.claim_for_replay(instance.id, allow_completed=from_step is not None)
-    if generation is None:
-        current = runtime.store.get_instance(instance.id)
-        status = current.status if current else "gone"
-        hint = "it is being run right now" if status == "running" else "name a step with --from to redo it"
-        raise ReplayRefused(f"instance {instance.id} is {status}; {hint}")
+    generation = _claim(runtime, instance.id, allow_completed=from_step is not None)
     try:
         if from_step is not None:
             runtime.store.supersede_from(instance.id, from_step)
@@ -177,6 +174,37 @@ def replay(
         raise
     scope = Scope(runtime, instance.id, generation=generation, reusable=reusable, on_step=on_step)
     return _run(workflow, inputs, runtime, scope, instance.owner)
+
+
+def _claim(runtime: Runtime, instance_id: str, *, allow_completed: bool) -> int:
+    """The instance, moved back to running for this process; its new generation.
+
+    A running instance whose worker is judged dead (see ``flows.recovery``)
+    is recovered first, so a replay is all it takes after a crash.
+    """
+    store = runtime.store
+    generation = store.claim_for_replay(instance_id, allow_completed=allow_completed, worker=runtime.worker)
+    if generation is not None:
+        return generation
+    current = store.get_instance(instance_id)
+    if current is not None and current.status == InstanceStatus.RUNNING.value:
+        reason = is_lost(current, runtime.settings.workers.lease_s)
+        if reason is None:
+            raise ReplayRefused(
+                f"instance {instance_id} is being run right now by {current.worker or 'another process'} "
+                f"(it renews its lease every {runtime.settings.workers.heartbeat_s:g} s); if that "
+                f"process is gone, replay again after {runtime.settings.workers.lease_s:g} s"
+            )
+        recover(store, runtime.settings, LostInstance(current, reason))
+        generation = store.claim_for_replay(
+            instance_id, allow_completed=allow_completed, worker=runtime.worker
+        )
+        if generation is not None:
+            return generation
+        current = store.get_instance(instance_id)
+    status = current.status if current else "gone"
+    hint = "it is being run right now" if status == "running" else "name a step with --from to redo it"
+    raise ReplayRefused(f"instance {instance_id} is {status}; {hint}")
 
 
 @dataclass(frozen=True)
@@ -284,6 +312,14 @@ def _step_of(workflow: Workflow, name: str) -> Step[Any, Any]:
 
 
 def _run(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, owner: str) -> RunResult:
+    runtime.heartbeat.hold(scope.instance_id)
+    try:
+        return _run_held(workflow, inputs, runtime, scope, owner)
+    finally:
+        runtime.heartbeat.release(scope.instance_id)
+
+
+def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, owner: str) -> RunResult:
     token = SCOPE.set(scope)
     try:
         output = workflow.flow(inputs)
@@ -304,6 +340,14 @@ def _run(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, 
             # Prefect's temporary server): a crash now is the stop's doing, and resumable.
             interrupt(runtime, scope.instance_id)
             return _interrupted(scope, exc)
+        if _orchestrator_down(exc):
+            step = scope.current_step or workflow.steps[0].name
+            stopped = StepFailed(
+                f"Prefect's API failed at step {step!r}: {type(exc).__name__}: {exc}"[:1000],
+                step=step,
+                failure=FailureClass.ORCHESTRATOR,
+            )
+            return _stopped(workflow, runtime, scope, owner, stopped)
         runtime.store.finish_instance(
             scope.instance_id,
             InstanceStatus.FAILED,
@@ -317,6 +361,25 @@ def _run(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, 
         scope.instance_id, InstanceStatus.COMPLETED, output=output.model_dump(mode="json")
     )
     return RunResult(scope.instance_id, InstanceStatus.COMPLETED, output)
+
+
+def _orchestrator_down(exc: BaseException) -> bool:
+    """Whether Prefect's API, not the workflow, failed: unreachable, or 429/5xx after its retries.
+
+    Provider errors never get here raw (a step wraps them in ``StepFailed``), so
+    an HTTP error escaping the flow is Prefect's client talking to its server.
+    """
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    current: BaseException | None = exc
+    while current is not None:  # Prefect wraps some, e.g. RuntimeError("Failed to reach API")
+        if isinstance(current, PrefectHTTPStatusError):
+            return current.response.status_code == 429 or current.response.status_code >= 500
+        if isinstance(current, httpx.TransportError):
+            return True
+        current = current.__cause__
+    return False
 
 
 def interrupt(runtime: Runtime, instance_id: str) -> bool:

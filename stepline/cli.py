@@ -279,6 +279,55 @@ def replay(
     )
 
 
+@app.command()
+def recover(
+    then_replay: Annotated[
+        bool, typer.Option("--replay", help="Replay each recovered instance from the step it was on.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Pause the instances whose worker died (killed, crashed, machine lost) so they can be replayed.
+
+    An instance is lost when the process that ran it on this host no longer
+    exists, or when its lease was not renewed for `[workers] lease_s` seconds.
+    """
+    from flows.recovery import find_lost
+    from flows.recovery import recover as recover_instance
+
+    settings = _load_catalog()
+    store = _open_store()
+    lost = find_lost(store, settings)
+    recovered = [item for item in lost if recover_instance(store, settings, item)]
+    if as_json:
+        for item in recovered:
+            out.print(json.dumps({"instance": item.instance.id, "reason": item.reason}), markup=False)
+    elif not recovered:
+        err.print("no lost instances: every running instance has a live worker")
+    else:
+        table = Table("instance", "workflow", "why it is judged lost")
+        for item in recovered:
+            table.add_row(item.instance.id[:12], item.instance.workflow, item.reason)
+        out.print(table)
+        err.print(f"{len(recovered)} instance(s) paused with failure class worker_lost")
+    if not then_replay or not recovered:
+        return
+    _prepare_flows(verbose)
+    from flows.instances import replay as replay_instance
+
+    runtime = _open_runtime()
+    failed = 0
+    for item in recovered:
+        result = _drive(
+            f"replay {item.instance.id[:12]}",
+            lambda on_step, id=item.instance.id: replay_instance(id, runtime, on_step=on_step),
+        )
+        err.print(f"instance {result.instance_id} {result.status.value}")
+        failed += result.status.value != "completed"
+    if failed:
+        raise typer.Exit(1)
+
+
 review_app = typer.Typer(help="Outputs that failed validation, waiting for a person.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 

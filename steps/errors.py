@@ -60,6 +60,10 @@ class FailureClass(StrEnum):
     """HTTP 400/404/422 or a request the model cannot serve (e.g. unsupported mode)."""
     INTERRUPTED = "interrupted"
     """The operator stopped the process (Ctrl-C) before the step ran; a replay resumes it."""
+    ORCHESTRATOR = "orchestrator"
+    """Prefect's API failed (unreachable, or 5xx after its client's retries); a replay resumes it."""
+    WORKER_LOST = "worker_lost"
+    """The process running the instance died (killed, crashed, machine lost); a replay resumes it."""
     UNKNOWN = "unknown"
     """Anything not mapped above; kept so that no failure is ever dropped."""
 

@@ -2,9 +2,10 @@
 
 Instructor performs the re-asks after a schema failure; its hooks tell us
 where each request starts and ends, so that every request (the first one and
-each re-ask) becomes its own ``AttemptRecord`` handed to the ``AttemptSink``
-as soon as it ends. The sink persists it, so a crash loses no finished
-attempt. This module knows nothing about databases or Prefect.
+each re-ask) becomes its own ``AttemptRecord``, handed to the ``AttemptSink``
+before it is sent and again when it ends. The sink persists both, so even a
+process killed mid-request leaves a record of the request it had in flight.
+This module knows nothing about databases or Prefect.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class AttemptRecord:
     wait_s: float | None = None
     """Seconds waited (backoff, retry-after or client-side rate limit) before this was sent."""
     response_failure: FailureClass | None = field(default=None, repr=False)
+    attempt_id: str | None = None
+    """The sink's id for this attempt, once ``attempt_started`` recorded it."""
 
     @property
     def ok(self) -> bool:
@@ -77,8 +80,12 @@ class AttemptSink(Protocol):
         """The id of the PromptVersion for this exact prompt text (created if new)."""
         ...
 
-    def attempt_finished(self, record: AttemptRecord) -> str:
-        """Persist ``record`` durably before returning its id."""
+    def attempt_started(self, record: AttemptRecord) -> str:
+        """Durably record a request about to be sent; its id."""
+        ...
+
+    def attempt_finished(self, record: AttemptRecord) -> None:
+        """Durably complete the record of ``attempt_started`` with the outcome."""
         ...
 
 
@@ -178,6 +185,15 @@ class _Attempts:
         self.last: AttemptRecord | None = None
         self._t0 = 0.0
         self._bodies_seen = 0
+        self.sink_error: BaseException | None = None
+        """A failure to record an attempt: Instructor swallows exceptions raised in
+        its hooks, so it is kept here and raised once the call returns."""
+
+    def _record(self, write: Callable[[AttemptRecord], object], record: AttemptRecord) -> None:
+        try:
+            write(record)
+        except Exception as exc:
+            self.sink_error = self.sink_error or exc
 
     # Instructor hook handlers -------------------------------------------------
 
@@ -208,6 +224,15 @@ class _Attempts:
             started_at=datetime.now(UTC),
             wait_s=(((self.wait_s or 0.0) if self.count == 1 else 0.0) + gate_wait) or None,
         )
+        self._record(self._start, self.pending)
+
+    def raise_sink_error(self) -> None:
+        """Fail the step if an attempt could not be recorded: nothing may go unrecorded silently."""
+        if self.sink_error is not None:
+            raise self.sink_error
+
+    def _start(self, record: AttemptRecord) -> None:
+        record.attempt_id = self.sink.attempt_started(record)
 
     def on_response(self, response: Any) -> None:
         record = self.pending
@@ -251,7 +276,7 @@ class _Attempts:
         if record.retry_after_s and record.failure in (FailureClass.RATE_LIMITED, FailureClass.OVERLOADED):
             # Every caller of this model waits, but never longer than the retry policy would.
             self.client.gate.pause(min(record.retry_after_s, self.max_pause_s))
-        self.sink.attempt_finished(record)
+        self._record(self.sink.attempt_finished, record)
         self.last = record
         return record
 
@@ -261,7 +286,7 @@ class _Attempts:
         self.pending = None
         self._stamp(record)
         record.parsed_output = output.model_dump(mode="json")
-        self.sink.attempt_finished(record)
+        self._record(self.sink.attempt_finished, record)
         self.last = record
 
 
@@ -443,6 +468,7 @@ class StepExecutor:
             except Exception as exc:
                 if attempts.pending is not None:
                     attempts.fail(exc)
+                attempts.raise_sink_error()
                 last = attempts.last
                 failure = last.failure if last and last.failure else classify_exception(exc)
                 detail = (last.error_message if last and last.error_message else str(exc))[:300]
@@ -456,6 +482,7 @@ class StepExecutor:
                     retry_after=last.retry_after_s if last else retry_after_seconds(exc),
                 ) from exc
             attempts.succeed(output)
+            attempts.raise_sink_error()
         return _as_declared(output, step.output_model)
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "ScheduleConfig",
     "Settings",
     "StructuredMode",
+    "WorkersConfig",
     "catalog_path",
     "default_gguf_path",
     "load_settings",
@@ -154,6 +155,27 @@ class ModelConfig(_Strict):
         return (tokens_in * self.input_price + tokens_out * self.output_price) / 1_000_000
 
 
+class WorkersConfig(_Strict):
+    """How a dead worker is told from a busy one (``[workers]``).
+
+    A process renews a lease on each instance it runs every ``heartbeat_s``.
+    An instance is lost when its lease is older than ``lease_s``, or at once
+    when it ran on this host under a process id that no longer exists.
+    """
+
+    heartbeat_s: float = Field(default=10.0, gt=0)
+    lease_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> WorkersConfig:
+        if self.lease_s < 3 * self.heartbeat_s:
+            raise ValueError(
+                f"lease_s ({self.lease_s}) must be at least 3 x heartbeat_s ({self.heartbeat_s}), "
+                "or a busy worker would be judged dead after one late heartbeat"
+            )
+        return self
+
+
 class NotifyConfig(_Strict):
     """Where owners hear about paused instances and review items (Apprise URLs).
 
@@ -223,6 +245,8 @@ class Settings(BaseSettings):
     """Apprise targets for pause and review notifications (``[notify]``)."""
     schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)
     """Workflows ``stepline serve`` runs on a schedule (``[schedules.<name>]``)."""
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    """Leases that tell a crashed worker's instances from running ones (``[workers]``)."""
 
     @field_validator("providers", "models")
     @classmethod

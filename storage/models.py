@@ -108,6 +108,10 @@ class WorkflowInstance(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     generation: int = 0
     """0 for the first run, then +1 per replay (each replay's step runs carry it)."""
+    worker: str | None = Field(default=None, max_length=200)
+    """``host:pid:nonce`` of the process running it (or that last ran it)."""
+    heartbeat_at: datetime | None = _time()
+    """Renewed by that process while it runs the instance: a stale one means the worker died."""
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

@@ -1,7 +1,9 @@
 """Reads and writes of the persisted record, each in its own short transaction.
 
-Every write commits before returning: an attempt is durable the moment its
-``add_attempt`` call ends, so a crash loses no finished attempt.
+Every write commits before returning. An attempt's row is written when its
+request is about to be sent (``start_attempt``) and completed when it ends
+(``finish_attempt``): a worker killed mid-request leaves a row that says so,
+and a crash loses no attempt, finished or not.
 """
 
 from __future__ import annotations
@@ -64,9 +66,16 @@ class Store:
         *,
         source: str | None = None,
         source_digest: str | None = None,
+        worker: str | None = None,
     ) -> WorkflowInstance:
         instance = WorkflowInstance(
-            workflow=workflow, input=input, owner=owner, source=source, source_digest=source_digest
+            workflow=workflow,
+            input=input,
+            owner=owner,
+            source=source,
+            source_digest=source_digest,
+            worker=worker,
+            heartbeat_at=utcnow() if worker else None,
         )
         with self._session() as session:
             session.add(instance)
@@ -135,6 +144,102 @@ class Store:
             session.commit()
             return True
 
+    def heartbeat(self, worker: str, instance_ids: Sequence[str]) -> int:
+        """Renew ``worker``'s lease on the instances it is running; how many it still holds."""
+        if not instance_ids:
+            return 0
+        with self._session() as session:
+            result = session.execute(
+                update(WorkflowInstance)
+                .where(
+                    col(WorkflowInstance.id).in_(list(instance_ids)),
+                    col(WorkflowInstance.status) == InstanceStatus.RUNNING.value,
+                    col(WorkflowInstance.worker) == worker,
+                )
+                .values(heartbeat_at=utcnow())
+            )
+            session.commit()
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def running_instances(self, limit: int = 10_000) -> list[WorkflowInstance]:
+        """Instances marked running, oldest heartbeat first (the candidates for a lost worker)."""
+        query = (
+            select(WorkflowInstance)
+            .where(WorkflowInstance.status == InstanceStatus.RUNNING.value)
+            .order_by(col(WorkflowInstance.heartbeat_at))
+            .limit(limit)
+        )
+        with self._session() as session:
+            return list(session.exec(query).all())
+
+    def recover_lost(
+        self,
+        instance_id: str,
+        *,
+        worker: str | None,
+        heartbeat_at: datetime | None,
+        failure_class: str,
+        error: str,
+    ) -> bool:
+        """Pause an instance whose worker died; False if it moved on since it was judged lost.
+
+        Conditional on the worker and heartbeat that were judged dead, so two
+        processes recovering at once act once, and a worker that was only slow
+        (and renewed its lease meanwhile) keeps its instance. Its unfinished step
+        runs fail and its requests in flight are marked: their answers never
+        arrived here, though the provider may have served (and billed) them.
+        """
+        now = utcnow()
+        with self._session() as session:
+            result = session.execute(
+                update(WorkflowInstance)
+                .where(
+                    col(WorkflowInstance.id) == instance_id,
+                    col(WorkflowInstance.status) == InstanceStatus.RUNNING.value,
+                    _is(col(WorkflowInstance.worker), worker),
+                    _not_renewed_since(col(WorkflowInstance.heartbeat_at), heartbeat_at),
+                )
+                .values(
+                    status=InstanceStatus.PAUSED.value,
+                    failure_class=failure_class,
+                    error=error,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
+                return False
+            failed_step = session.exec(
+                select(StepRun.step)
+                .where(StepRun.instance_id == instance_id, StepRun.status == StepRunStatus.RUNNING.value)
+                .order_by(col(StepRun.started_at))
+            ).first()
+            session.execute(
+                update(WorkflowInstance)
+                .where(col(WorkflowInstance.id) == instance_id)
+                .values(failed_step=failed_step)
+            )
+            session.execute(
+                update(StepRun)
+                .where(
+                    col(StepRun.instance_id) == instance_id,
+                    col(StepRun.status) == StepRunStatus.RUNNING.value,
+                )
+                .values(status=StepRunStatus.FAILED.value, failure_class=failure_class, finished_at=now)
+            )
+            session.execute(
+                update(Attempt)
+                .where(col(Attempt.instance_id) == instance_id, col(Attempt.finished_at).is_(None))
+                .values(
+                    failure_class=failure_class,
+                    error_message="the worker died before this request's response was recorded; "
+                    "the provider may still have served it",
+                    finished_at=now,
+                )
+            )
+            session.commit()
+            return True
+
     def seen_digests(self, workflow: str, digests: Sequence[str]) -> set[str]:
         """Which of these input digests already have an instance of ``workflow``."""
         found: set[str] = set()
@@ -151,7 +256,9 @@ class Store:
         with self._session() as session:
             return session.get(WorkflowInstance, instance_id)
 
-    def claim_for_replay(self, instance_id: str, *, allow_completed: bool) -> int | None:
+    def claim_for_replay(
+        self, instance_id: str, *, allow_completed: bool, worker: str | None = None
+    ) -> int | None:
         """Atomically move a stopped instance back to running; the new generation, or None.
 
         A single conditional UPDATE decides, so of two concurrent replays (in
@@ -169,6 +276,8 @@ class Store:
                     generation=WorkflowInstance.generation + 1,
                     updated_at=utcnow(),
                     finished_at=None,
+                    worker=worker,
+                    heartbeat_at=utcnow() if worker else None,
                 )
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -529,10 +638,19 @@ class Store:
         return {model_id: statistics.median(values) for model_id, values in samples.items()}
 
     def add_attempt(self, attempt: Attempt) -> str:
+        """Insert a whole attempt row (also the first half of ``start_attempt``)."""
         with self._session() as session:
             session.add(attempt)
             session.commit()
         return attempt.id
+
+    def start_attempt(self, attempt: Attempt) -> str:
+        """Record a request about to be sent (``finished_at`` empty: in flight)."""
+        return self.add_attempt(attempt)
+
+    def finish_attempt(self, attempt_id: str, **values: Any) -> None:
+        """Complete an in-flight attempt row with what came back."""
+        self._update(Attempt, attempt_id, **values)
 
     def prompt_version(self, step: str, system: str, template: str, content_hash: str, author: str) -> str:
         """The id of the version with this hash, creating it on first use."""
@@ -608,12 +726,23 @@ class Store:
                 )
             ).first()
 
-    def _update(self, model: type[WorkflowInstance] | type[StepRun], row_id: str, **values: Any) -> None:
+    def _update(
+        self, model: type[WorkflowInstance] | type[StepRun] | type[Attempt], row_id: str, **values: Any
+    ) -> None:
+        """One UPDATE by primary key (no read first: this is on every step's path)."""
         with self._session() as session:
-            row = session.get(model, row_id)
-            if row is None:
+            result = session.execute(update(model).where(col(model.id) == row_id).values(**values))
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
                 raise KeyError(f"no {model.__tablename__} with id {row_id}")
-            for name, value in values.items():
-                setattr(row, name, value)
-            session.add(row)
             session.commit()
+
+
+def _is(column: Any, value: Any) -> Any:
+    """``column = value``, or ``IS NULL`` for None (SQL's ``= NULL`` is never true)."""
+    return column.is_(None) if value is None else column == value
+
+
+def _not_renewed_since(column: Any, seen: datetime | None) -> Any:
+    """The lease was not renewed after the heartbeat that was judged stale."""
+    return column.is_(None) if seen is None else or_(column.is_(None), column <= seen)

@@ -20,6 +20,22 @@ TEST_KEYS = {
 }
 
 
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report() -> Callable[[str], None]:
+    """Print a line in the run's closing summary (the reliability suite's counts), even under capture."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("Stepline reliability figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """An ephemeral Prefect API for the whole session (it costs ~10 s to start)."""

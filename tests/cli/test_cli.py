@@ -188,3 +188,31 @@ def test_workflows_and_validate_check_routing_without_calling_a_model(
     no_traceback(broken)
     assert "contract-review / extract-clauses: no catalog model can serve step" in broken.stderr
     assert openai_server.requests == []
+
+
+def test_the_api_key_appears_in_no_output_log_or_database_file(cli: Cli, openai_server: OpenAIServer) -> None:
+    """Scanned after runs that used the key: verbose logs, show/JSON output, the SQLite files."""
+    key = cli.env["STEPLINE_TEST_OPENAI_KEY"]
+    openai_server.enqueue(error(429, retry_after=0.01), invalid_json("{"), error(401))
+    outputs = [
+        cli("run", "contract-review", "--input", str(SAMPLE), "-v"),  # 429, re-ask, then auth pause
+        cli("run", "contract-review", "--input", str(SAMPLE)),
+    ]
+    (paused,) = [
+        json.loads(line) for line in cli("instances", "--status", "paused", "--json").stdout.splitlines()
+    ]
+    outputs += [
+        cli("replay", paused["id"][:12], "-v"),
+        cli("show", paused["id"][:12], "--json"),
+        cli("instances", "--json"),
+        cli("costs"),
+    ]
+
+    assert any(key in r.headers.get("authorization", "") for r in openai_server.requests)  # it was used
+    for result in outputs:
+        assert key not in result.stdout
+        assert key not in result.stderr
+    stored = b"".join(p.read_bytes() for p in cli.folder.glob("stepline.db*"))
+    assert len(stored) > 10_000
+    assert key.encode() not in stored
+    assert (cli.database.stat().st_mode & 0o777) == 0o600

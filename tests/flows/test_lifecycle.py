@@ -226,3 +226,70 @@ def test_a_replay_closes_open_reviews_so_a_stale_decision_cannot_undo_it(
     assert instance is not None
     assert instance.status == "completed"
     assert instance.output is not None
+
+
+def test_an_approval_racing_a_replay_on_one_instance_acts_exactly_once(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    """Whichever lands first wins: the step after the review runs once, never twice."""
+    openai_server.enqueue(invalid_json("x"), invalid_json("y"))
+    runtime = make_runtime()
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+    assert stopped.review_id is not None
+    openai_server.default = lambda body: slow(
+        0.5, ok(VALID if tool_of(body) == "Invoice" else {"label": "goods"})
+    )
+
+    outcomes: list[Any] = []
+    start = threading.Barrier(4)
+
+    def act(action: Callable[[], Any]) -> None:
+        start.wait()
+        try:
+            outcomes.append(action())
+        except (ReviewError, ReplayRefused) as exc:
+            outcomes.append(exc)
+
+    actions = [
+        lambda: approve_review(stopped.review_id or "", VALID, runtime, by="ana"),
+        lambda: approve_review(stopped.review_id or "", VALID, runtime, by="bob"),
+        lambda: replay(stopped.instance_id, runtime),
+        lambda: replay(stopped.instance_id, runtime),
+    ]
+    threads = [threading.Thread(target=act, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    ran = [o for o in outcomes if not isinstance(o, ReviewError | ReplayRefused)]
+    assert len(ran) == 1, outcomes  # one approval or one replay ran the instance on
+    assert ran[0].status is InstanceStatus.COMPLETED
+    instance = runtime.store.get_instance(stopped.instance_id)
+    assert instance is not None
+    assert instance.status == "completed"
+    assert instance.generation == 1
+    assert calls(openai_server).count("Category") == 1
+    detail = runtime.store.instance_detail(stopped.instance_id)
+    assert detail is not None
+    keys = [(a.step_run_id, a.attempt_number) for a in detail.attempts]
+    assert len(keys) == len(set(keys))
+
+
+def test_an_unreachable_prefect_api_pauses_the_instance_and_a_replay_resumes_it(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    runtime = make_runtime()
+    with temporary_settings(
+        {PREFECT_API_URL: f"http://127.0.0.1:{closed_port()}/api", PREFECT_CLIENT_MAX_RETRIES: 0}
+    ):
+        stopped = run_workflow(PIPELINE, INPUT, runtime)
+
+    assert stopped.status is InstanceStatus.PAUSED
+    assert stopped.failure_class == "orchestrator"
+    assert "Prefect's API failed" in (stopped.error or "")
+    assert openai_server.requests == []  # nothing ran without its orchestrator
+    resumed = replay(stopped.instance_id, runtime)
+    assert resumed.status is InstanceStatus.COMPLETED

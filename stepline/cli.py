@@ -699,7 +699,7 @@ def show(
             a.step,
             str(a.attempt_number),
             a.model_id,
-            a.failure_class or "ok",
+            a.outcome,
             f"{a.tokens_in or 0}/{a.tokens_out or 0}",
             f"{a.cost_usd or 0:.6f}",
             f"{a.latency_ms or 0:.0f}",

@@ -212,6 +212,13 @@ class Attempt(SQLModel, table=True):
     )
     finished_at: datetime | None = _time()
 
+    @property
+    def outcome(self) -> str:
+        """``ok``, the failure class, or ``in flight`` (sent, no answer recorded yet)."""
+        if self.failure_class:
+            return self.failure_class
+        return "ok" if self.finished_at is not None else "in flight"
+
 
 class ReviewItem(SQLModel, table=True):
     """A step output a human must correct or reject before the instance may advance."""

@@ -102,7 +102,7 @@ class AttemptScreen(Screen[None]):
             return Text("this attempt is gone")
         text = Text()
         text.append(f"{attempt.step} attempt {attempt.attempt_number} on {attempt.model_id}  ", style="bold")
-        text.append(attempt.failure_class or "ok", style="red" if attempt.failure_class else "green")
+        text.append(attempt.outcome, style="green" if attempt.outcome == "ok" else "red")
         text.append(
             f"  {attempt.tokens_in or 0}/{attempt.tokens_out or 0} tokens  ${attempt.cost_usd or 0:.6f}"
             f"  {attempt.latency_ms or 0:.0f} ms  sampling {json.dumps(attempt.sampling)}\n"

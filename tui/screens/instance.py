@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -79,6 +80,10 @@ class InstanceScreen(Screen[None]):
         lines.append(f"{inst.workflow} {inst.id}  ", style="bold")
         lines.append(f"{inst.status}", style="red" if inst.failure_class else "green")
         lines.append(f"  owner {inst.owner}  generation {inst.generation}\n")
+        if inst.status == "running" and inst.worker:
+            lines.append("running on ")
+            lines.append_text(literal(inst.worker))
+            lines.append(f", lease renewed {_age(inst.heartbeat_at)}\n")
         if inst.source:
             lines.append("input from ")
             lines.append_text(literal(inst.source))
@@ -95,7 +100,7 @@ class InstanceScreen(Screen[None]):
                 literal(attempt.step),
                 str(attempt.attempt_number),
                 attempt.model_id,
-                Text(attempt.failure_class or "ok", style="red" if attempt.failure_class else "green"),
+                Text(attempt.outcome, style="green" if attempt.outcome == "ok" else "red"),
                 f"{attempt.tokens_in or 0}/{attempt.tokens_out or 0}",
                 f"{attempt.cost_usd or 0:.6f}",
                 f"{attempt.latency_ms or 0:.0f}",
@@ -120,3 +125,11 @@ class InstanceScreen(Screen[None]):
 
         if event.row_key.value is not None:
             self.app.push_screen(AttemptScreen(self.store, self.instance_id, event.row_key.value))
+
+
+def _age(when: datetime | None) -> str:
+    if when is None:
+        return "never"
+    if when.tzinfo is None:  # SQLite hands datetimes back naive (written in UTC)
+        when = when.replace(tzinfo=UTC)
+    return f"{(datetime.now(UTC) - when).total_seconds():.0f} s ago"

@@ -140,24 +140,32 @@ _TASKS_LOCK = threading.Lock()
 
 
 class _StoreSink:
-    """Persists each attempt of one step run as soon as it ends."""
+    """Persists one step run and each of its attempts, in as few commits as stay safe.
 
-    def __init__(self, store: Store, author: str, instance_id: str, step_run_id: str) -> None:
+    The step run is written with its first request, and the request is written
+    before it is sent. A failed attempt's outcome is written at once, while a
+    successful attempt's outcome travels with the step run's finish, which
+    follows it with no I/O in between. A crash in that window leaves the
+    attempt in flight, so recovery marks it and a replay asks again.
+    """
+
+    def __init__(self, store: Store, author: str, run: StepRun) -> None:
         self.store = store
         self.author = author
-        self.instance_id = instance_id
-        self.step_run_id = step_run_id
+        self.run = run
+        self.written = False
         self.count = 0
         self.model_id: str | None = None
+        self.deferred: tuple[str, dict[str, Any]] | None = None
 
     def prompt_version(self, step: str, prompt: Prompt) -> str:
         return self.store.prompt_version(step, prompt.system, prompt.user, prompt.content_hash, self.author)
 
     def attempt_started(self, record: AttemptRecord) -> str:
-        return self.store.start_attempt(
+        attempt_id = self.store.start_attempt(
             Attempt(
-                instance_id=self.instance_id,
-                step_run_id=self.step_run_id,
+                instance_id=self.run.instance_id,
+                step_run_id=self.run.id,
                 step=record.step,
                 attempt_number=record.attempt_number,
                 provider=record.provider,
@@ -169,29 +177,49 @@ class _StoreSink:
                 request_messages=record.request_messages,
                 wait_s=record.wait_s,
                 started_at=record.started_at,
-            )
+            ),
+            step_run=None if self.written else self.run,
         )
+        self.written = True
+        return attempt_id
 
     def attempt_finished(self, record: AttemptRecord) -> None:
         self.count += 1
         self.model_id = record.model_id
         assert record.attempt_id is not None, "attempt_finished before attempt_started"
-        self.store.finish_attempt(
-            record.attempt_id,
-            raw_output=record.raw_output,
-            raw_response=record.raw_response,
-            parsed_output=record.parsed_output,
-            expected_schema=record.expected_schema,
-            failure_class=record.failure.value if record.failure else None,
-            error_message=record.error_message,
-            validation_errors=record.validation_errors,
-            tokens_in=record.tokens_in,
-            tokens_out=record.tokens_out,
-            cost_usd=record.cost_usd,
-            latency_ms=record.latency_ms,
-            retry_after_s=record.retry_after_s,
-            finished_at=record.finished_at,
+        outcome = {
+            "raw_output": record.raw_output,
+            "raw_response": record.raw_response,
+            "parsed_output": record.parsed_output,
+            "expected_schema": record.expected_schema,
+            "failure_class": record.failure.value if record.failure else None,
+            "error_message": record.error_message,
+            "validation_errors": record.validation_errors,
+            "tokens_in": record.tokens_in,
+            "tokens_out": record.tokens_out,
+            "cost_usd": record.cost_usd,
+            "latency_ms": record.latency_ms,
+            "retry_after_s": record.retry_after_s,
+            "finished_at": record.finished_at,
+        }
+        if record.ok:  # the step ends now: written with the step run's finish
+            self.deferred = (record.attempt_id, outcome)
+        else:
+            self.store.finish_attempt(record.attempt_id, **outcome)
+
+    def finish(self, status: StepRunStatus, *, output: Any = None, failure_class: str | None = None) -> None:
+        self.store.finish_step_run(
+            self.run.id,
+            status,
+            attempts=self.count,
+            model_id=self.model_id,
+            output=output,
+            failure_class=failure_class,
+            insert=None if self.written else self.run,
+            last_attempt=self.deferred,
         )
+        self.written = True
+        self.deferred = None
 
 
 def ensure_prefect_api() -> None:
@@ -249,26 +277,22 @@ def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
     scope = _scope()
     store = scope.runtime.store
     step = with_current_prompt(step, store)
-    run = store.start_step_run(
-        scope.instance_id, step.name, index, inputs.model_dump(mode="json"), scope.generation
+    run = StepRun(
+        instance_id=scope.instance_id,
+        step=step.name,
+        index=index,
+        input=inputs.model_dump(mode="json"),
+        generation=scope.generation,
     )
-    sink = _StoreSink(store, scope.runtime.settings.author, scope.instance_id, run.id)
+    sink = _StoreSink(store, scope.runtime.settings.author, run)
     try:
         output = scope.runtime.executor.run(step, inputs, sink)
     except BaseException as exc:
         failure = exc.failure.value if isinstance(exc, StepFailed) else None
-        store.finish_step_run(
-            run.id, StepRunStatus.FAILED, attempts=sink.count, model_id=sink.model_id, failure_class=failure
-        )
+        sink.finish(StepRunStatus.FAILED, failure_class=failure)
         scope.failed_run = run
         raise
-    store.finish_step_run(
-        run.id,
-        StepRunStatus.COMPLETED,
-        attempts=sink.count,
-        model_id=sink.model_id,
-        output=output.model_dump(mode="json"),
-    )
+    sink.finish(StepRunStatus.COMPLETED, output=output.model_dump(mode="json"))
     return output
 
 

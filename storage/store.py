@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,9 +49,13 @@ class InstanceDetail:
 class Store:
     """The database as Stepline uses it; safe to share between threads."""
 
+    CURRENT_PROMPT_TTL_S = 1.0
+    """How long a step's chosen prompt is reused before it is read again (it is read per step run)."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._prompt_ids: dict[tuple[str, str], str] = {}
+        self._current: dict[str, tuple[float, PromptVersion | None]] = {}
         self._lock = threading.Lock()
 
     def _session(self) -> Session:
@@ -413,17 +418,40 @@ class Store:
         model_id: str | None = None,
         output: Any = None,
         failure_class: str | None = None,
+        insert: StepRun | None = None,
+        last_attempt: tuple[str, dict[str, Any]] | None = None,
     ) -> None:
-        self._update(
-            StepRun,
-            step_run_id,
-            status=status.value,
-            attempts=attempts,
-            model_id=model_id,
-            output=output,
-            failure_class=failure_class,
-            finished_at=utcnow(),
-        )
+        """End a step run, in one transaction with what is still unwritten.
+
+        ``insert`` is the run itself when no attempt wrote it (it failed before
+        any request); ``last_attempt`` is the successful attempt's outcome
+        (id, values), which the run's own commit carries: one commit per step.
+        """
+        values = {
+            "status": status.value,
+            "attempts": attempts,
+            "model_id": model_id,
+            "output": output,
+            "failure_class": failure_class,
+            "finished_at": utcnow(),
+        }
+        with self._session() as session:
+            if insert is not None:
+                for name, value in values.items():
+                    setattr(insert, name, value)
+                session.add(insert)
+                session.flush()
+            else:
+                result = session.execute(
+                    update(StepRun).where(col(StepRun.id) == step_run_id).values(**values)
+                )
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    session.rollback()
+                    raise KeyError(f"no step_run with id {step_run_id}")
+            if last_attempt is not None:
+                attempt_id, outcome = last_attempt
+                session.execute(update(Attempt).where(col(Attempt.id) == attempt_id).values(**outcome))
+            session.commit()
 
     def reusable_outputs(self, instance_id: str) -> dict[tuple[str, int], Any]:
         """The newest completed output of each (step, index): what a replay need not redo."""
@@ -644,9 +672,19 @@ class Store:
             session.commit()
         return attempt.id
 
-    def start_attempt(self, attempt: Attempt) -> str:
-        """Record a request about to be sent (``finished_at`` empty: in flight)."""
-        return self.add_attempt(attempt)
+    def start_attempt(self, attempt: Attempt, *, step_run: StepRun | None = None) -> str:
+        """Record a request about to be sent (``finished_at`` empty: in flight).
+
+        ``step_run`` is its step run when not yet written: the step's first
+        request writes both in one commit.
+        """
+        with self._session() as session:
+            if step_run is not None:
+                session.add(step_run)
+                session.flush()
+            session.add(attempt)
+            session.commit()
+        return attempt.id
 
     def finish_attempt(self, attempt_id: str, **values: Any) -> None:
         """Complete an in-flight attempt row with what came back."""
@@ -700,6 +738,7 @@ class Store:
             current.set_at = utcnow()
             session.add(current)
             session.commit()
+        self._current.pop(step, None)
         return version_id
 
     def clear_current_prompt(self, step: str) -> bool:
@@ -710,13 +749,24 @@ class Store:
                 return False
             session.delete(current)
             session.commit()
-            return True
+        self._current.pop(step, None)
+        return True
 
     def current_prompt(self, step: str) -> PromptVersion | None:
-        """The version an operator chose for ``step``, if any (one primary-key lookup)."""
+        """The version an operator chose for ``step``, if any.
+
+        Read at most once a second per step: a choice made here applies at once,
+        one made in another process from its next step run a second later.
+        """
+        now = time.monotonic()
+        cached = self._current.get(step)
+        if cached is not None and now - cached[0] < self.CURRENT_PROMPT_TTL_S:
+            return cached[1]
         with self._session() as session:
             current = session.get(PromptCurrent, step)
-            return session.get(PromptVersion, current.prompt_version_id) if current else None
+            found = session.get(PromptVersion, current.prompt_version_id) if current else None
+        self._current[step] = (now, found)
+        return found
 
     def _find_prompt(self, step: str, content_hash: str) -> str | None:
         with self._session() as session:

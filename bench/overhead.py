@@ -1,0 +1,390 @@
+"""Per-step overhead of Stepline over a bare SDK call, measured side by side in one run.
+
+What it measures: the same structured step (``Invoice`` from tests/flows/helpers.py, tools mode)
+against the same loopback OpenAI server answering ``ok(VALID)``, three ways, interleaved call
+by call (the order rotates each round, after a warm-up):
+
+  (a) bare ``openai`` SDK: ``chat.completions.create(tools=..., tool_choice=...)`` and
+      ``Invoice.model_validate_json(arguments)``;
+  (b) Instructor alone: ``instructor.from_openai(client, mode=TOOLS).create(response_model=Invoice)``;
+  (c) a full Stepline step: ``flows.engine.run_step`` inside one running workflow flow (Prefect
+      task, routing, prompt version, step run and attempt persisted to the database).
+
+All three run in the body of one ``@flow`` (so flow-run creation is not counted per step),
+plus (p), an empty Prefect task with the same task options ``run_step`` uses, as a reference
+for Prefect's own share. Then, separately: the cost of ``run_workflow`` for a one-step workflow
+per instance (flow run included), a breakdown of (c) by where the time goes (timing wrappers
+installed in this process only), and optionally a cProfile of (c).
+
+Why: the issue's target is that Stepline adds under 5 ms per step at p50 over the bare SDK call
+on SQLite. The figures are ratios from one process, so machine noise hits all variants alike.
+
+How to run:
+
+    uv run python bench/overhead.py                      # 300 calls each after 30 warm-up, SQLite
+    uv run python bench/overhead.py --calls 50 --warmup 5 --instances 10   # quick check
+    uv run python bench/overhead.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+    uv run python bench/overhead.py --profile 200        # also cProfile 200 Stepline steps
+
+A PostgreSQL URL gets a fresh schema (dropped afterwards); SQLite is a temporary file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import inspect
+import io
+import pstats
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common import (
+    MODEL_ID,
+    console,
+    database_url,
+    describe_url,
+    open_runtime,
+    openai_server,
+    print_table,
+    start_prefect,
+    summary_ms,
+)
+from common import loopback_catalog as bench_catalog
+
+if TYPE_CHECKING:
+    from flows.engine import Runtime
+    from steps.definition import Step
+
+TARGET_ADDED_MS = 5.0
+VARIANTS = ("a", "b", "c", "p")
+LABELS = {
+    "a": "(a) bare openai SDK + model_validate_json",
+    "b": "(b) Instructor alone",
+    "c": "(c) Stepline run_step in a flow",
+    "p": "(p) empty Prefect task (reference)",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=300, help="measured calls per variant (default 300)")
+    parser.add_argument("--warmup", type=int, default=30, help="warm-up calls per variant (default 30)")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=50,
+        help="one-step run_workflow instances timed for the per-instance figure (default 50; 0 skips)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        type=int,
+        default=200,
+        help="Stepline steps timed with wrappers to split (c) by component (default 200; 0 skips)",
+    )
+    parser.add_argument(
+        "--profile", type=int, default=0, help="cProfile this many Stepline steps and print the top (0: off)"
+    )
+    parser.add_argument(
+        "--server",
+        choices=("thread", "process"),
+        default="thread",
+        help="run the loopback server in a thread of this process (default) or in a child process",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL; default a temporary SQLite file. A PostgreSQL URL gets a fresh schema.",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    from tests.flows.helpers import VALID
+
+    with (
+        tempfile.TemporaryDirectory(prefix="stepline-bench-") as tmp,
+        openai_server(VALID, in_process=args.server == "thread") as base_url,
+        database_url(args.database_url, Path(tmp)) as url,
+    ):
+        runtime = open_runtime(Path(tmp), bench_catalog(base_url), url)
+        try:
+            prefect_s = start_prefect()
+            console.print(
+                f"database {describe_url(url)}; loopback server in a {args.server}; Prefect API ready in "
+                f"{prefect_s:.1f} s; {args.warmup} warm-up + {args.calls} measured calls per variant"
+            )
+            run_benchmark(args, runtime, base_url, url)
+        finally:
+            runtime.close()
+    console.print(f"wall time {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def run_benchmark(args: argparse.Namespace, runtime: Runtime, base_url: str, url: str) -> None:
+    import instructor
+    import openai
+    from openai.types.chat import ChatCompletionMessageFunctionToolCall
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    import flows.engine as engine
+    from flows.instances import run_workflow
+    from flows.workflow import Workflow
+    from tests.flows.helpers import INPUT, Document, Invoice, invoice_workflow
+
+    one_step = invoice_workflow(MODEL_ID)
+    step: Step[Document, Invoice] = one_step.steps[0]
+    document = Document.model_validate(INPUT)
+    messages = step.prompt.render(document)
+    sampling = {k: v for k, v in step.effective_sampling.model_dump().items() if v is not None}
+    model = runtime.settings.models[MODEL_ID].model
+    timeout = runtime.settings.provider_of(MODEL_ID).timeout_s
+    schema = Invoice.model_json_schema()
+    tool = {
+        "type": "function",
+        "function": {"name": "Invoice", "description": Invoice.__doc__ or "", "parameters": schema},
+    }
+    bare_request: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": "Invoice"}},
+        **sampling,
+    }
+    instructor_request: dict[str, Any] = {"model": model, "messages": messages, **sampling}
+    bare_client = openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0, timeout=timeout)
+    instructor_client = instructor.from_openai(
+        openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0, timeout=timeout),
+        mode=instructor.Mode.TOOLS,
+    )
+
+    def bare() -> object:
+        completion = bare_client.chat.completions.create(**bare_request)
+        call = (completion.choices[0].message.tool_calls or [])[0]
+        assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+        return Invoice.model_validate_json(call.function.arguments)
+
+    def with_instructor() -> object:
+        return instructor_client.create(response_model=Invoice, **instructor_request)
+
+    @task(name="bench-noop", cache_policy=NO_CACHE, persist_result=False)
+    def noop(value: int) -> int:
+        return value
+
+    def stepline() -> object:
+        return engine.run_step(step, document)
+
+    calls: dict[str, Callable[[], object]] = {
+        "a": bare,
+        "b": with_instructor,
+        "c": stepline,
+        "p": lambda: noop(1),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    last: list[Invoice] = []
+
+    def interleaved(doc: Document) -> Invoice:
+        for round_number in range(args.warmup + args.calls):
+            shift = round_number % len(VARIANTS)
+            for name in VARIANTS[shift:] + VARIANTS[:shift]:
+                t0 = time.perf_counter()
+                calls[name]()
+                elapsed = (time.perf_counter() - t0) * 1000
+                if round_number >= args.warmup:
+                    timings[name].append(elapsed)
+        last.append(engine.run_step(step, document))
+        return last[-1]
+
+    def only_stepline(count: int) -> Callable[[Document], Invoice]:
+        def body(doc: Document) -> Invoice:
+            for _n in range(count):
+                engine.run_step(step, document)
+            return engine.run_step(step, document)
+
+        return body
+
+    def as_workflow(name: str, body: Callable[[Document], Invoice]) -> Workflow:
+        # Resolved types, not this module's postponed strings: Prefect validates the parameters.
+        body.__annotations__ = {"doc": Document, "return": Invoice}
+        return Workflow(
+            name=name,
+            description="benchmark",
+            flow=flow(name=name)(body),
+            input_model=Document,
+            output_model=Invoice,
+            steps=(step,),
+        )
+
+    result = run_workflow(as_workflow("bench-overhead", interleaved), INPUT, runtime)
+    assert result.status.value == "completed", result
+    rows: list[list[object]] = []
+    for name in VARIANTS:
+        p50, p95, mean = summary_ms(timings[name])
+        rows.append([LABELS[name], len(timings[name]), p50, p95, mean])
+    print_table("ms per call (interleaved, same flow run)", ["variant", "calls", "p50", "p95", "mean"], rows)
+
+    a50, a95, amean = summary_ms(timings["a"])
+    b50, b95, bmean = summary_ms(timings["b"])
+    c50, c95, cmean = summary_ms(timings["c"])
+    added50 = c50 - a50
+    print_table(
+        "Stepline (c) against the bare SDK call (a)",
+        ["figure", "p50", "p95", "mean"],
+        [
+            ["ratio c/a", c50 / a50, c95 / a95, cmean / amean],
+            ["added ms, c - a", added50, c95 - a95, cmean - amean],
+            ["of which Instructor, b - a", b50 - a50, b95 - a95, bmean - amean],
+            ["Stepline over Instructor, c - b", c50 - b50, c95 - b95, cmean - bmean],
+        ],
+    )
+    verdict = "MET" if added50 < TARGET_ADDED_MS else "MISSED"
+    backend = url.split(":", 1)[0]
+    console.print(
+        f"target: added time under {TARGET_ADDED_MS:.0f} ms at p50 ({backend}): "
+        f"{added50:.2f} ms -> [bold]{verdict}[/]"
+    )
+
+    if args.instances > 0:
+        per_instance: list[float] = []
+        for n in range(args.instances + 5):
+            t0 = time.perf_counter()
+            outcome = run_workflow(one_step, INPUT, runtime)
+            elapsed = (time.perf_counter() - t0) * 1000
+            assert outcome.status.value == "completed", outcome
+            if n >= 5:
+                per_instance.append(elapsed)
+        p50, p95, mean = summary_ms(per_instance)
+        print_table(
+            "run_workflow of a one-step workflow, per instance (flow run included; extra information)",
+            ["figure", "instances", "p50", "p95", "mean"],
+            [["ms per instance", len(per_instance), p50, p95, mean]],
+        )
+
+    if args.breakdown > 0:
+        with component_timers() as spans:
+            run_workflow(as_workflow("bench-breakdown", only_stepline(args.breakdown)), INPUT, runtime)
+        print_breakdown(spans, args.breakdown + 1)
+
+    if args.profile > 0:
+        profiler = cProfile.Profile()
+
+        def profiled(doc: Document) -> Invoice:
+            engine.run_step(step, document)  # the first step of a flow run also records its flow run id
+            profiler.enable()
+            try:
+                return only_stepline(args.profile - 1)(doc)
+            finally:
+                profiler.disable()
+
+        run_workflow(as_workflow("bench-profile", profiled), INPUT, runtime)
+        print_profile(profiler, args.profile)
+
+
+@contextmanager
+def component_timers() -> Iterator[dict[str, list[float]]]:
+    """Time the parts of a Stepline step (in this process only; restored on exit).
+
+    Every Store method is timed, but only the outermost Store call of a thread counts (so
+    ``start_attempt`` calling ``add_attempt`` is one write, not two). Calls from threads other
+    than the flow's (the lease heartbeat) are labelled as such.
+    """
+    import flows.engine
+    from steps.runtime import StepExecutor
+    from storage.store import Store
+
+    spans: dict[str, list[float]] = defaultdict(list)
+    patched: list[tuple[object, str, object]] = []
+    depth = threading.local()
+    flow_thread = threading.get_ident()
+
+    def wrap(owner: object, name: str, label: str, *, store: bool = False) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            outer = not store or getattr(depth, "n", 0) == 0
+            if store:
+                depth.n = getattr(depth, "n", 0) + 1
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                elapsed = (time.perf_counter() - t0) * 1000
+                if store:
+                    depth.n -= 1
+                if outer:
+                    where = "" if threading.get_ident() == flow_thread else " [other thread]"
+                    spans[label + where].append(elapsed)
+
+        patched.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    wrap(flows.engine, "run_step", "run_step (c)")
+    wrap(flows.engine, "_execute", "_execute (inside the Prefect task)")
+    wrap(StepExecutor, "run", "StepExecutor.run")
+    wrap(StepExecutor, "_call", "StepExecutor._call (Instructor + HTTP + attempt writes)")
+    for name, member in list(vars(Store).items()):
+        if inspect.isfunction(member) and not name.startswith("__"):
+            wrap(Store, name, f"Store.{name}", store=True)
+    try:
+        yield spans
+    finally:
+        for owner, name, original in reversed(patched):
+            setattr(owner, name, original)
+
+
+def print_breakdown(spans: dict[str, list[float]], steps: int) -> None:
+    def total(*labels: str) -> float:
+        return sum(sum(spans.get(label, [])) for label in labels)
+
+    attempt_writes = total("Store.add_attempt", "Store.start_attempt", "Store.finish_attempt")
+    step_run_io = total("Store.current_prompt", "Store.start_step_run", "Store.finish_step_run")
+    run_step_total = total("run_step (c)")
+    execute = total("_execute (inside the Prefect task)")
+    executor = total("StepExecutor.run")
+    call = total("StepExecutor._call (Instructor + HTTP + attempt writes)")
+    rows: list[list[object]] = []
+    for label in sorted(spans, key=lambda item: -sum(spans[item])):
+        values = spans[label]
+        p50, p95, _ = summary_ms(values)
+        rows.append([label, len(values), sum(values) / steps, p50, p95])
+    print_table(
+        f"breakdown of (c): every timed function over {steps} steps (Store: outermost calls only)",
+        ["function", "calls", "ms per step", "p50 ms per call", "p95 ms per call"],
+        rows,
+    )
+    derived = [
+        ["Prefect task machinery (run_step - _execute)", (run_step_total - execute) / steps],
+        ["step-run rows + prompt lookup (Store.current_prompt, start/finish_step_run)", step_run_io / steps],
+        ["routing, render, prompt version (StepExecutor.run - _call)", (executor - call) / steps],
+        ["attempt writes (Store.add_attempt or start_attempt + finish_attempt)", attempt_writes / steps],
+        ["Instructor + SDK + HTTP round trip (_call - attempt writes)", (call - attempt_writes) / steps],
+        ["rest of _execute", (execute - executor - step_run_io) / steps],
+        ["total run_step", run_step_total / steps],
+    ]
+    print_table("where a Stepline step's time goes (mean ms per step)", ["component", "ms"], derived)
+
+
+def print_profile(profiler: cProfile.Profile, steps: int) -> None:
+    for key in ("cumulative", "tottime"):
+        buffer = io.StringIO()
+        stats = pstats.Stats(profiler, stream=buffer)
+        stats.sort_stats(key).print_stats(30)
+        console.print(f"cProfile of {steps} Stepline steps, top 30 by {key} (times for all {steps} steps):")
+        console.print(buffer.getvalue(), markup=False, highlight=False, soft_wrap=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

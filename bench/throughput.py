@@ -1,0 +1,486 @@
+"""Batch throughput under a provider's requests-per-minute limit.
+
+What it measures: ``--instances`` (default 1,000) instances of a one-step workflow (the Invoice
+step of tests/flows/helpers.py), run with ``flows.batch.run_batch`` at ``--concurrency``
+(default 16), against a loopback OpenAI server that enforces ``--rpm`` (default 1,200) over a
+sliding 60 s window: above it, it answers 429 with ``retry-after`` set to the seconds until a
+slot frees. The catalog model carries the same ``rpm`` (the client-side gate of steps/limits.py,
+which spaces requests evenly), so a well-behaved client should see no 429 at all.
+
+Printed: instances, wall time, completed per minute against the ideal bound the limit allows
+(limit / requests per instance), % of that bound, 429s the server sent, instance statuses
+counted from the database, and lost = instances submitted minus instances in the database in a
+final state. Targets: >= 90 % of the bound, zero lost.
+
+To tell a slow client from the limit, it first runs two calibrations at the same concurrency
+(``--calibrate`` each, default 100): bare Prefect flow runs (one empty task, no Stepline), and
+Stepline instances on an unlimited twin of the model. They give the rate the machinery reaches
+on this machine without any limit. It also counts the Prefect API's responses by status (a 503
+from Prefect's temporary server is retried by Prefect's client with exponential backoff).
+``--prefect-db postgres`` runs that temporary server on a fresh PostgreSQL database instead of
+its default SQLite file (the database is dropped afterwards).
+
+Why: a batch must use what the provider allows, and never lose an instance while being
+throttled. At the defaults the limit allows the 1,000 instances in about 50 s; where the run
+takes much longer, the calibration says whether the machinery or the gate is the reason.
+
+How to run:
+
+    uv run python bench/throughput.py                            # 1,000 instances at 1,200 rpm
+    uv run python bench/throughput.py --instances 100 --rpm 600 --calibrate 30   # quick check
+    uv run python bench/throughput.py --client-rpm 0             # no client gate: the server throttles
+    uv run python bench/throughput.py --prefect-db postgres       # Prefect's API server on PostgreSQL
+    uv run python bench/throughput.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common import (
+    DEFAULT_PG,
+    MODEL_ID,
+    UNLIMITED_MODEL,
+    console,
+    database_url,
+    describe_url,
+    open_runtime,
+    print_table,
+    start_prefect,
+    summary_ms,
+)
+from common import loopback_catalog as bench_catalog
+
+from tests.servers import OpenAIServer, Reply, error, ok
+
+if TYPE_CHECKING:
+    from flows.batch import BatchReport
+    from flows.engine import Runtime
+    from flows.workflow import Workflow
+
+FINAL = ("completed", "needs_review", "paused", "failed")
+TARGET_PCT = 90.0
+
+
+class SlidingWindowLimit:
+    """A server-side rpm limit: at most ``limit`` accepted requests in any ``window`` seconds.
+
+    Requests for ``exempt_model`` pass unlimited (the calibration run).
+    """
+
+    def __init__(self, limit: int, answer: Reply, *, window: float = 60.0, exempt_model: str = "") -> None:
+        self.limit = limit
+        self.window = window
+        self.answer = answer
+        self.exempt_model = exempt_model
+        self.accepted: deque[float] = deque()
+        self.rejected = 0
+        self.served = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        if body.get("model") == self.exempt_model:
+            return self.answer
+        with self._lock:
+            now = time.monotonic()
+            while self.accepted and self.accepted[0] <= now - self.window:
+                self.accepted.popleft()
+            if len(self.accepted) >= self.limit:
+                self.rejected += 1
+                return error(429, retry_after=round(self.accepted[0] + self.window - now + 0.001, 3))
+            self.accepted.append(now)
+            self.served += 1
+        return self.answer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--instances", type=int, default=1000, help="instances to run (default 1000)")
+    parser.add_argument(
+        "--rpm", type=int, default=1200, help="the server's requests per minute (default 1200)"
+    )
+    parser.add_argument(
+        "--client-rpm",
+        type=int,
+        default=None,
+        help="the catalog model's rpm (client-side gate); default = --rpm, 0 = no client gate",
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="instances at once (default 16)")
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        default=100,
+        help="bare Prefect flows, then Stepline instances on an unlimited model, run first to measure "
+        "raw capacity (default 100 each; 0 skips)",
+    )
+    parser.add_argument(
+        "--prefect-db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="database of Prefect's temporary API server: its default SQLite file, or a fresh "
+        "PostgreSQL database on --pg-server (default sqlite)",
+    )
+    parser.add_argument(
+        "--pg-server", default=DEFAULT_PG, help=f"for --prefect-db postgres (default {DEFAULT_PG})"
+    )
+    parser.add_argument(
+        "--rate-limited-retries",
+        type=int,
+        default=10,
+        help="[retry.retries] rate_limited in the catalog (default 10)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL; default a temporary SQLite file. A PostgreSQL URL gets a fresh schema.",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    client_rpm = args.rpm if args.client_rpm is None else args.client_rpm
+    started = time.perf_counter()
+    with (
+        tempfile.TemporaryDirectory(prefix="stepline-bench-") as tmp,
+        prefect_database(args.prefect_db, args.pg_server),
+        OpenAIServer() as server,
+        database_url(args.database_url, Path(tmp)) as url,
+    ):
+        from tests.flows.helpers import VALID
+
+        limiter = SlidingWindowLimit(args.rpm, ok(VALID), exempt_model=UNLIMITED_MODEL)
+        server.default = limiter
+        catalog = bench_catalog(
+            server.base_url,
+            rpm=client_rpm or None,
+            rate_limited_retries=args.rate_limited_retries,
+        )
+        runtime = open_runtime(Path(tmp), catalog, url)
+        try:
+            prefect_s = start_prefect()
+            console.print(
+                f"database {describe_url(url)}; Prefect API on {args.prefect_db}, "
+                f"ready in {prefect_s:.1f} s; server limit {args.rpm} rpm (sliding 60 s); "
+                f"client gate {client_rpm or 'off'} rpm; "
+                f"concurrency {args.concurrency}"
+            )
+            with PrefectApiStatuses() as api:
+                run_benchmark(args, client_rpm, runtime, server, limiter, api)
+        finally:
+            runtime.close()
+    console.print(f"wall time {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+@contextmanager
+def prefect_database(kind: str, pg_server: str) -> Iterator[None]:
+    """Point Prefect's temporary API server at a fresh PostgreSQL database (dropped after)."""
+    if kind == "sqlite":
+        yield
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(pg_server)
+    name = f"stepline_bench_prefect_{uuid.uuid4().hex[:12]}"
+    admin = parsed.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # a hex name we made: nothing to inject
+    os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = parsed.set(
+        drivername="postgresql+asyncpg", database=name, query={}
+    ).render_as_string(hide_password=False)
+    try:
+        yield
+    finally:
+        from flows.engine import stop_prefect_api
+
+        stop_prefect_api()  # before dropping its database
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class PrefectApiStatuses:
+    """Counts the Prefect API's HTTP responses by status, in this process (httpx is patched)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._original: Any = None
+
+    def __enter__(self) -> PrefectApiStatuses:
+        import httpx
+
+        original = httpx.Client.send
+        self._original = original
+        counts, lock = self.counts, self._lock
+
+        def send(client: httpx.Client, request: httpx.Request, *args: Any, **kwargs: Any) -> httpx.Response:
+            try:
+                response = original(client, request, *args, **kwargs)
+            except httpx.HTTPError as exc:
+                if request.url.path.startswith("/api"):
+                    with lock:
+                        counts[type(exc).__name__] += 1
+                raise
+            if request.url.path.startswith("/api"):
+                with lock:
+                    counts[str(response.status_code)] += 1
+            return response
+
+        setattr(httpx.Client, "send", send)  # noqa: B010  (patched for this process only)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        import httpx
+
+        setattr(httpx.Client, "send", self._original)  # noqa: B010
+
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.counts)
+
+
+def describe_statuses(before: Counter[str], after: Counter[str]) -> str:
+    delta = after - before
+    return ", ".join(f"{status}: {count}" for status, count in sorted(delta.items())) or "-"
+
+
+def run_benchmark(
+    args: argparse.Namespace,
+    client_rpm: int,
+    runtime: Runtime,
+    server: OpenAIServer,
+    limiter: SlidingWindowLimit,
+    api: PrefectApiStatuses,
+) -> None:
+    from tests.flows.helpers import invoice_workflow
+
+    base = invoice_workflow(MODEL_ID)
+    limited = dataclasses.replace(base, name="bench-throughput")
+    calibration: list[list[object]] = []
+    if args.calibrate > 0:
+        before = api.snapshot()
+        wall, durations = run_bare_flows(args.calibrate, args.concurrency)
+        p50, p95, _ = summary_ms([d * 1000 for d in durations])
+        calibration.append(
+            ["bare Prefect flow + empty task (no Stepline)", args.calibrate / wall * 60, p50, p95,
+             describe_statuses(before, api.snapshot())]
+        )  # fmt: skip
+        unlimited = dataclasses.replace(invoice_workflow(f"{MODEL_ID}-unlimited"), name="bench-calibration")
+        before = api.snapshot()
+        wall, report = run_instances(unlimited, args.calibrate, args.concurrency, runtime, "calibration")
+        completed = report.counts().get("completed", 0)
+        p50, p95, _ = summary_ms([d * 1000 for d in instance_durations(runtime, "bench-calibration")])
+        calibration.append(
+            ["Stepline one-step instance, unlimited model", completed / wall * 60, p50, p95,
+             describe_statuses(before, api.snapshot())]
+        )  # fmt: skip
+    server.clear()
+    rejected_before = limiter.rejected
+    api_before = api.snapshot()
+
+    wall, report = run_instances(limited, args.instances, args.concurrency, runtime, "measured")
+    requests = [r for r in server.requests if r.body and r.body.get("model") != UNLIMITED_MODEL]
+    rejected = limiter.rejected - rejected_before
+    statuses = db_statuses(runtime, "bench-throughput")
+    in_final = sum(statuses.get(s, 0) for s in FINAL)
+    completed = statuses.get("completed", 0)
+    requests_per_instance = 1  # one step, one request when nothing fails
+    bound = args.rpm / requests_per_instance
+    per_min = completed / wall * 60
+    pct = per_min / bound * 100
+    lost = args.instances - in_final
+    durations = instance_durations(runtime, "bench-throughput")
+    waits, latencies, attempts = attempt_figures(runtime, "bench-throughput")
+    stamps = sorted(r.monotonic for r in requests)
+    span = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
+    server_rpm = (len(stamps) - 1) / span * 60 if len(stamps) > 1 else float("nan")
+
+    rows: list[list[object]] = [
+        ["instances submitted", args.instances],
+        ["wall time, s (first submit to last outcome)", wall],
+        ["completed per minute", per_min],
+        [f"ideal bound: {args.rpm} rpm / {requests_per_instance} request per instance", bound],
+        ["% of bound", pct],
+        ["requests the server received", len(requests)],
+        ["429s the server sent", rejected],
+        ["server-side request rate, first to last request (per min)", server_rpm],
+        ["attempt rows in the database", attempts],
+        ["Prefect API responses by status (this process)", describe_statuses(api_before, api.snapshot())],
+        *[[f"instances {status} (database)", statuses.get(status, 0)] for status in sorted(statuses)],
+        ["lost (submitted - in a final state)", lost],
+        [
+            "batch outcomes (run_batch report)",
+            ", ".join(f"{k} {v}" for k, v in sorted(report.counts().items())),
+        ],
+    ]
+    print_table(
+        f"throughput: {args.instances} one-step instances, concurrency {args.concurrency}, "
+        f"server {args.rpm} rpm, client gate {client_rpm or 'off'}",
+        ["figure", "value"],
+        rows,
+    )
+    stopped = stopped_instances(runtime, "bench-throughput")
+    if stopped:
+        print_table(
+            "instances not completed, by status, step and failure class (database)",
+            ["status", "step", "failure class", "instances", "first error"],
+            stopped,
+        )
+    d50, d95, dmean = summary_ms([d * 1000 for d in durations])
+    w50, w95, wmean = summary_ms([w * 1000 for w in waits])
+    l50, l95, lmean = summary_ms(latencies)
+    timing_rows: list[list[object]] = [
+        ["instance duration (created -> finished, database)", d50, d95, dmean],
+        ["attempt wait before sending (gate / backoff, attempt.wait_s)", w50, w95, wmean],
+        ["attempt latency (attempt.latency_ms)", l50, l95, lmean],
+    ]
+    print_table("where an instance's time goes (ms)", ["figure", "p50", "p95", "mean"], timing_rows)
+    if calibration:
+        print_table(
+            f"calibration: {args.calibrate} each at concurrency {args.concurrency}, no rate limit "
+            f"(bound above: {bound:,.0f}/min)",
+            ["run", "completed/min", "p50 ms", "p95 ms", "Prefect API responses"],
+            calibration,
+        )
+    met = pct >= TARGET_PCT and lost == 0
+    console.print(
+        f"target: >= {TARGET_PCT:.0f} % of bound and zero lost: {pct:.1f} %, lost {lost} -> "
+        f"[bold]{'MET' if met else 'MISSED'}[/]"
+    )
+
+
+def run_instances(
+    workflow: Workflow, count: int, concurrency: int, runtime: Runtime, label: str
+) -> tuple[float, BatchReport]:
+    from flows.batch import BatchItem, ItemOutcome, run_batch
+
+    items = [
+        BatchItem(
+            source=f"bench:{label}:{n}", payload={"text": f"ACME GmbH invoice no. {n} - total EUR 120.50"}
+        )
+        for n in range(count)
+    ]
+    done = 0
+    step = max(1, count // 10)
+    started = time.perf_counter()
+
+    def progress(_: ItemOutcome) -> None:
+        nonlocal done
+        done += 1
+        if done % step == 0 or done == count:
+            console.print(f"  {label}: {done}/{count} after {time.perf_counter() - started:.1f} s")
+
+    report = run_batch(workflow, items, runtime, concurrency=concurrency, on_outcome=progress)
+    return time.perf_counter() - started, report
+
+
+def run_bare_flows(count: int, concurrency: int) -> tuple[float, list[float]]:
+    """``count`` runs of a Prefect flow calling one empty task; (wall s, seconds per flow run)."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    @task(name="bench-noop", cache_policy=NO_CACHE, persist_result=False)
+    def noop(value: int) -> int:
+        return value
+
+    @flow(name="bench-bare")
+    def bare(value: int) -> int:
+        return noop(value)
+
+    def one(value: int) -> float:
+        t0 = time.perf_counter()
+        bare(value)
+        return time.perf_counter() - t0
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        durations = list(pool.map(one, range(count)))
+    wall = time.perf_counter() - started
+    console.print(f"  bare Prefect flows: {count}/{count} after {wall:.1f} s")
+    return wall, durations
+
+
+def db_statuses(runtime: Runtime, workflow: str) -> Counter[str]:
+    from sqlalchemy import func
+    from sqlmodel import Session, select
+
+    from storage.models import WorkflowInstance
+
+    query = (
+        select(WorkflowInstance.status, func.count())
+        .where(WorkflowInstance.workflow == workflow)
+        .group_by(WorkflowInstance.status)
+    )
+    with Session(runtime.store.engine) as session:
+        return Counter({status: int(count) for status, count in session.exec(query).all()})
+
+
+def stopped_instances(runtime: Runtime, workflow: str) -> list[list[object]]:
+    """(status, failed step, failure class, count, first error) of instances not completed."""
+    from sqlmodel import Session, select
+
+    from storage.models import WorkflowInstance
+
+    query = select(
+        WorkflowInstance.status,
+        WorkflowInstance.failed_step,
+        WorkflowInstance.failure_class,
+        WorkflowInstance.error,
+    ).where(WorkflowInstance.workflow == workflow, WorkflowInstance.status != "completed")
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    with Session(runtime.store.engine) as session:
+        for status, step, failure, message in session.exec(query).all():
+            groups.setdefault((status, step or "-", failure or "-"), []).append(message or "")
+    return [
+        [status, step, failure, len(errors), errors[0][:90]]
+        for (status, step, failure), errors in sorted(groups.items())
+    ]
+
+
+def instance_durations(runtime: Runtime, workflow: str) -> list[float]:
+    """Seconds from creation to finish of each finished instance of ``workflow``."""
+    from sqlmodel import Session, col, select
+
+    from storage.models import WorkflowInstance
+
+    query = select(WorkflowInstance.created_at, WorkflowInstance.finished_at).where(
+        WorkflowInstance.workflow == workflow, col(WorkflowInstance.finished_at).is_not(None)
+    )
+    with Session(runtime.store.engine) as session:
+        return [(end - start).total_seconds() for start, end in session.exec(query).all() if end is not None]
+
+
+def attempt_figures(runtime: Runtime, workflow: str) -> tuple[list[float], list[float], int]:
+    """(wait_s of each attempt, latency_ms of each attempt, attempt count) for ``workflow``."""
+    from sqlmodel import Session, col, select
+
+    from storage.models import Attempt, WorkflowInstance
+
+    query = (
+        select(Attempt.wait_s, Attempt.latency_ms)
+        .join(WorkflowInstance, col(WorkflowInstance.id) == col(Attempt.instance_id))
+        .where(WorkflowInstance.workflow == workflow)
+    )
+    with Session(runtime.store.engine) as session:
+        rows = session.exec(query).all()
+    return [w or 0.0 for w, _ in rows], [lat for _, lat in rows if lat is not None], len(rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from flows.recovery import Heartbeat
 from steps.definition import Prompt, Step
 from steps.errors import FailureClass, StepFailed, StepLineError
+from steps.providers import ProviderPool
 from steps.runtime import AttemptRecord, StepExecutor
 from steps.settings import Settings, load_settings
 from storage.db import open_engine
@@ -70,10 +71,17 @@ class Runtime:
     def open(cls, settings: Settings | None = None) -> Runtime:
         settings = settings or load_settings()
         store = Store(open_engine(settings.database_url))
+        pool = None
+        if settings.shared_limits:
+            from flows.shared_limits import ensure_shared_limits, prefect_gate
+
+            ensure_prefect_api()
+            ensure_shared_limits(settings)
+            pool = ProviderPool(settings.providers, settings.models, gate_factory=prefect_gate)
         return cls(
             settings,
             store,
-            StepExecutor(settings, latency=_Cached(store.median_latency_by_model)),
+            StepExecutor(settings, pool, latency=_Cached(store.median_latency_by_model)),
             Heartbeat(store, settings.workers.heartbeat_s),
         )
 

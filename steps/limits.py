@@ -4,9 +4,9 @@ Written by hand: the libraries at hand either do not block (``limits`` only
 answers "allowed now?") or cover a single rule, while one gate here combines
 a concurrency cap, evenly spaced requests per minute, a tokens-per-minute
 budget and a pause that a provider's ``retry-after`` imposes on *every*
-caller of the model, not only the one that got the 429. Across processes
-(several workers), issue 8 moves these limits to Prefect's global
-concurrency limits.
+caller of the model, not only the one that got the 429. These limits hold
+within one process; ``flows.shared_limits`` implements the same ``Gate`` on
+Prefect's global concurrency limits, which hold across workers.
 """
 
 from __future__ import annotations
@@ -14,9 +14,26 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
-__all__ = ["ModelGate"]
+__all__ = ["Gate", "ModelGate"]
+
+
+class Gate(Protocol):
+    """Admission control for one model, whatever holds the counts."""
+
+    def slot(self) -> AbstractContextManager[None]:
+        """Hold one of the model's concurrent-request slots around a call."""
+        ...
+
+    def wait_turn(self, tokens: int = 0) -> float:
+        """Block until a request of about ``tokens`` may be sent; the seconds waited."""
+        ...
+
+    def pause(self, seconds: float) -> None:
+        """Hold callers of this model for ``seconds`` (a provider's retry-after)."""
+        ...
 
 
 class ModelGate:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from steps.errors import ConfigError
-from steps.limits import ModelGate
+from steps.limits import Gate, ModelGate
 from steps.settings import ModelConfig, ProviderConfig, ProviderKind, StructuredMode, default_gguf_path
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class ModelClient:
     provider_id: str
     provider: ProviderConfig
     client: instructor.Instructor
-    gate: ModelGate
+    gate: Gate
 
     def request_kwargs(self, sampling: dict[str, Any]) -> dict[str, Any]:
         """Model name and the sampling values this provider's API accepts.
@@ -82,9 +82,15 @@ class ModelClient:
 class ProviderPool:
     """Builds and caches one client per model id; thread-safe."""
 
-    def __init__(self, providers: dict[str, ProviderConfig], models: dict[str, ModelConfig]) -> None:
+    def __init__(
+        self,
+        providers: dict[str, ProviderConfig],
+        models: dict[str, ModelConfig],
+        gate_factory: Callable[[str, ModelConfig], Gate] | None = None,
+    ) -> None:
         self._providers = providers
         self._models = models
+        self._gate_factory = gate_factory or _local_gate
         self._clients: dict[str, ModelClient] = {}
         self._closers: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -156,8 +162,12 @@ class ProviderPool:
             provider_id=config.provider,
             provider=provider,
             client=client,
-            gate=ModelGate(max_concurrency=config.max_concurrency, rpm=config.rpm, tpm=config.tpm),
+            gate=self._gate_factory(model_id, config),
         )
+
+
+def _local_gate(_model_id: str, config: ModelConfig) -> Gate:
+    return ModelGate(max_concurrency=config.max_concurrency, rpm=config.rpm, tpm=config.tpm)
 
 
 def _modes() -> dict[ProviderKind, dict[StructuredMode, Any]]:

@@ -245,6 +245,9 @@ class Settings(BaseSettings):
     """Apprise targets for pause and review notifications (``[notify]``)."""
     schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)
     """Workflows ``stepline serve`` runs on a schedule (``[schedules.<name>]``)."""
+    shared_limits: bool = False
+    """Hold models' rpm / tpm / concurrency limits on the Prefect server, so they bind every
+    worker together (env: STEPLINE_SHARED_LIMITS); off, each process counts its own."""
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     """Leases that tell a crashed worker's instances from running ones (``[workers]``)."""
 

@@ -1,0 +1,84 @@
+"""Limits held on the Prefect server bind two workers together; local limits do not.
+
+Each Runtime is what one worker holds: its own provider pool and gates. The
+two below share nothing but the Prefect API (and the database).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from flows.engine import Runtime
+from flows.instances import RunResult, run_workflow
+from flows.shared_limits import limit_names
+from storage.models import InstanceStatus
+from tests.flows.helpers import INPUT, VALID, invoice_workflow
+from tests.servers import OpenAIServer, ok, slow
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+SPACING_S = 0.1  # gpt-limited: rpm = 600, max_concurrency = 2
+CALL_S = 0.3
+
+
+def two_workers(make_runtime: Callable[..., Runtime], per_worker: int) -> list[RunResult]:
+    workflow = invoice_workflow("gpt-limited")
+    workers = [make_runtime(), make_runtime()]
+    assert workers[0].executor.pool is not workers[1].executor.pool
+    results: list[RunResult] = []
+
+    def work(runtime: Runtime) -> None:
+        results.append(run_workflow(workflow, INPUT, runtime))
+
+    threads = [threading.Thread(target=work, args=(rt,)) for rt in workers for _ in range(per_worker)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+def most_in_flight(starts: list[float]) -> int:
+    """Requests started within one call's duration of each other: how many ran at once."""
+    return max(sum(1 for t in starts if s <= t < s + CALL_S - 0.02) for s in starts)
+
+
+def test_shared_limits_hold_across_two_workers(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEPLINE_SHARED_LIMITS", "true")
+    openai_server.default = slow(CALL_S, ok(VALID))
+
+    results = two_workers(make_runtime, per_worker=4)
+
+    assert [r.status for r in results] == [InstanceStatus.COMPLETED] * 8
+    starts = sorted(r.monotonic for r in openai_server.requests)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= SPACING_S - 0.03  # one rpm for both workers
+    assert most_in_flight(starts) <= 2  # one concurrency cap for both workers
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        rpm = client.read_global_concurrency_limit_by_name(limit_names("gpt-limited")["rpm"])
+        cap = client.read_global_concurrency_limit_by_name(limit_names("gpt-limited")["concurrent"])
+    assert rpm.limit == 1
+    assert rpm.slot_decay_per_second == pytest.approx(10.0)
+    assert cap.limit == 2
+
+
+def test_without_shared_limits_each_worker_counts_alone(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    """The contrast that makes the test above mean something."""
+    openai_server.default = slow(CALL_S, ok(VALID))
+
+    results = two_workers(make_runtime, per_worker=4)
+
+    assert [r.status for r in results] == [InstanceStatus.COMPLETED] * 8
+    starts = sorted(r.monotonic for r in openai_server.requests)
+    assert most_in_flight(starts) > 2

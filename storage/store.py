@@ -117,37 +117,9 @@ class Store:
         """Pause a still-running instance whose process is stopping; False if it already ended.
 
         Conditional, like ``claim_for_replay``: an instance that finished on its
-        own in the meantime keeps its real outcome. Its unfinished step runs are
-        marked failed so that a replay redoes them.
+        own in the meantime keeps its real outcome.
         """
-        now = utcnow()
-        with self._session() as session:
-            result = session.execute(
-                update(WorkflowInstance)
-                .where(
-                    col(WorkflowInstance.id) == instance_id,
-                    col(WorkflowInstance.status) == InstanceStatus.RUNNING.value,
-                )
-                .values(
-                    status=InstanceStatus.PAUSED.value,
-                    failure_class=failure_class,
-                    error=error,
-                    updated_at=now,
-                )
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                session.rollback()
-                return False
-            session.execute(
-                update(StepRun)
-                .where(
-                    col(StepRun.instance_id) == instance_id,
-                    col(StepRun.status) == StepRunStatus.RUNNING.value,
-                )
-                .values(status=StepRunStatus.FAILED.value, failure_class=failure_class, finished_at=now)
-            )
-            session.commit()
-            return True
+        return self._pause_running(instance_id, failure_class, error)
 
     def heartbeat(self, worker: str, instance_ids: Sequence[str]) -> int:
         """Renew ``worker``'s lease on the instances it is running; how many it still holds."""
@@ -190,8 +162,21 @@ class Store:
 
         Conditional on the worker and heartbeat that were judged dead, so two
         processes recovering at once act once, and a worker that was only slow
-        (and renewed its lease meanwhile) keeps its instance. Its unfinished step
-        runs fail and its requests in flight are marked: their answers never
+        (and renewed its lease meanwhile) keeps its instance.
+        """
+        return self._pause_running(
+            instance_id,
+            failure_class,
+            error,
+            _is(col(WorkflowInstance.worker), worker),
+            _not_renewed_since(col(WorkflowInstance.heartbeat_at), heartbeat_at),
+        )
+
+    def _pause_running(self, instance_id: str, failure_class: str, error: str, *conditions: Any) -> bool:
+        """Move a running instance (meeting ``conditions``) to paused, in one transaction.
+
+        Its unfinished step runs fail, it is marked stopped at the first of
+        them, and its requests in flight are closed: their answers never
         arrived here, though the provider may have served (and billed) them.
         """
         now = utcnow()
@@ -201,8 +186,7 @@ class Store:
                 .where(
                     col(WorkflowInstance.id) == instance_id,
                     col(WorkflowInstance.status) == InstanceStatus.RUNNING.value,
-                    _is(col(WorkflowInstance.worker), worker),
-                    _not_renewed_since(col(WorkflowInstance.heartbeat_at), heartbeat_at),
+                    *conditions,
                 )
                 .values(
                     status=InstanceStatus.PAUSED.value,
@@ -214,22 +198,22 @@ class Store:
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 session.rollback()
                 return False
-            failed_step = session.exec(
-                select(StepRun.step)
-                .where(StepRun.instance_id == instance_id, StepRun.status == StepRunStatus.RUNNING.value)
-                .order_by(col(StepRun.started_at))
-            ).first()
-            session.execute(
-                update(WorkflowInstance)
-                .where(col(WorkflowInstance.id) == instance_id)
-                .values(failed_step=failed_step)
+            unfinished = (
+                col(StepRun.instance_id) == instance_id,
+                col(StepRun.status) == StepRunStatus.RUNNING.value,
             )
+            failed_step = session.exec(
+                select(StepRun.step).where(*unfinished).order_by(col(StepRun.started_at))
+            ).first()
+            if failed_step is not None:
+                session.execute(
+                    update(WorkflowInstance)
+                    .where(col(WorkflowInstance.id) == instance_id)
+                    .values(failed_step=failed_step)
+                )
             session.execute(
                 update(StepRun)
-                .where(
-                    col(StepRun.instance_id) == instance_id,
-                    col(StepRun.status) == StepRunStatus.RUNNING.value,
-                )
+                .where(*unfinished)
                 .values(status=StepRunStatus.FAILED.value, failure_class=failure_class, finished_at=now)
             )
             session.execute(
@@ -237,7 +221,7 @@ class Store:
                 .where(col(Attempt.instance_id) == instance_id, col(Attempt.finished_at).is_(None))
                 .values(
                     failure_class=failure_class,
-                    error_message="the worker died before this request's response was recorded; "
+                    error_message="the process stopped before this request's response was recorded; "
                     "the provider may still have served it",
                     finished_at=now,
                 )

@@ -55,16 +55,21 @@ def rows(cli: Cli, query: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in conn.execute(query).fetchall()]
 
 
-def kill_mid_instance(cli: Cli, openai_server: OpenAIServer) -> str:
-    """Start `stepline run`, SIGKILL it while request 4 is in flight; the instance id."""
-    openai_server.default = contract_answers(hang_on_assessment=3)
-    worker = subprocess.Popen(
+def start_worker(cli: Cli) -> subprocess.Popen[bytes]:
+    """`stepline run` on the sample contract, in its own process."""
+    return subprocess.Popen(
         [sys.executable, "-m", "stepline", "run", "contract-review", "--input", str(SAMPLE)],
         cwd=cli.folder,
         env=cli.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def kill_mid_instance(cli: Cli, openai_server: OpenAIServer) -> str:
+    """Start `stepline run`, SIGKILL it while request 4 is in flight; the instance id."""
+    openai_server.default = contract_answers(hang_on_assessment=3)
+    worker = start_worker(cli)
     try:
         openai_server.wait_for_requests(4, timeout=120)
         os.kill(worker.pid, signal.SIGKILL)
@@ -145,13 +150,7 @@ def test_stepline_recover_pauses_lost_instances_and_replays_them(
 
 def test_recover_leaves_a_live_workers_instance_alone(cli: Cli, openai_server: OpenAIServer) -> None:
     openai_server.default = contract_answers(hang_on_assessment=1)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "stepline", "run", "contract-review", "--input", str(SAMPLE)],
-        cwd=cli.folder,
-        env=cli.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_worker(cli)
     try:
         openai_server.wait_for_requests(2, timeout=120)
         assert "no lost instances" in cli("recover").stderr

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 SPACING_S = 0.1  # gpt-limited: rpm = 600, max_concurrency = 2
 CALL_S = 0.3
+LONG_CALL_S = 1.5
 
 
 def two_workers(make_runtime: Callable[..., Runtime], per_worker: int) -> list[RunResult]:
@@ -42,9 +43,9 @@ def two_workers(make_runtime: Callable[..., Runtime], per_worker: int) -> list[R
     return results
 
 
-def most_in_flight(starts: list[float]) -> int:
+def most_in_flight(starts: list[float], call_s: float = CALL_S) -> int:
     """Requests started within one call's duration of each other: how many ran at once."""
-    return max(sum(1 for t in starts if s <= t < s + CALL_S - 0.02) for s in starts)
+    return max(sum(1 for t in starts if s <= t < s + call_s - 0.02) for s in starts)
 
 
 def test_shared_limits_hold_across_two_workers(
@@ -74,11 +75,15 @@ def test_shared_limits_hold_across_two_workers(
 def test_without_shared_limits_each_worker_counts_alone(
     make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
 ) -> None:
-    """The contrast that makes the test above mean something."""
-    openai_server.default = slow(CALL_S, ok(VALID))
+    """The contrast that makes the test above mean something.
+
+    Calls last longer here so that the two workers' flows, which Prefect starts
+    one after another, are surely under way at the same time.
+    """
+    openai_server.default = slow(LONG_CALL_S, ok(VALID))
 
     results = two_workers(make_runtime, per_worker=4)
 
     assert [r.status for r in results] == [InstanceStatus.COMPLETED] * 8
     starts = sorted(r.monotonic for r in openai_server.requests)
-    assert most_in_flight(starts) > 2
+    assert most_in_flight(starts, LONG_CALL_S) > 2

@@ -73,11 +73,11 @@ class Runtime:
         store = Store(open_engine(settings.database_url))
         pool = None
         if settings.shared_limits:
-            from flows.shared_limits import ensure_shared_limits, prefect_gate
+            from flows.shared_limits import PrefectGate, ensure_shared_limits
 
             ensure_prefect_api()
             ensure_shared_limits(settings)
-            pool = ProviderPool(settings.providers, settings.models, gate_factory=prefect_gate)
+            pool = ProviderPool(settings.providers, settings.models, gate_factory=PrefectGate)
         return cls(
             settings,
             store,
@@ -272,8 +272,9 @@ def _scope() -> Scope:
 def with_current_prompt(step: Step[Any, OutT], store: Store) -> Step[Any, OutT]:
     """``step`` with the prompt an operator chose for it (``stepline tui``), if any.
 
-    Read on every step run, so an edit takes effect on the next replay in any
-    process; re-checked like a prompt in code (its placeholders must be input fields).
+    Looked up on every step run (the store re-reads it at most once a second), so
+    an edit takes effect on the next replay in any process; re-checked like a
+    prompt in code (its placeholders must be input fields).
     """
     chosen = store.current_prompt(step.name)
     if chosen is None or chosen.content_hash == step.prompt.content_hash:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from flows.notify import notify_owner
 from steps.errors import FailureClass
 from steps.settings import Settings
-from storage.models import WorkflowInstance
+from storage.models import WorkflowInstance, as_utc
 from storage.store import Store
 
 __all__ = ["THIS_WORKER", "Heartbeat", "LostInstance", "find_lost", "is_lost", "recover"]
@@ -77,10 +77,7 @@ def is_lost(instance: WorkflowInstance, lease_s: float, now: datetime | None = N
         if _worker_gone(worker):
             return f"its process no longer exists on this host ({worker})"
         beat = instance.heartbeat_at or instance.updated_at
-    now = now or datetime.now(UTC)
-    if beat.tzinfo is None:  # SQLite hands datetimes back naive (they were written in UTC)
-        beat = beat.replace(tzinfo=UTC)
-    age = (now - beat).total_seconds()
+    age = ((now or datetime.now(UTC)) - as_utc(beat)).total_seconds()
     if age > lease_s:
         who = worker or "(unrecorded)"
         return f"its worker {who} last renewed its lease {age:.0f} s ago (lease {lease_s:g} s)"

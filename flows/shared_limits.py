@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
-from steps.limits import Gate, ModelGate
+from steps.limits import ModelGate
 from steps.settings import ModelConfig, Settings
 
 __all__ = ["PrefectGate", "ensure_shared_limits", "limit_names"]
@@ -87,7 +87,3 @@ class PrefectGate:
 
     def pause(self, seconds: float) -> None:
         self._local.pause(seconds)
-
-
-def prefect_gate(model_id: str, config: ModelConfig) -> Gate:
-    return PrefectGate(model_id, config)

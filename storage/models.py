@@ -29,6 +29,7 @@ __all__ = [
     "StepRun",
     "StepRunStatus",
     "WorkflowInstance",
+    "as_utc",
 ]
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -40,6 +41,11 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(when: datetime) -> datetime:
+    """A stored time as an aware UTC datetime: SQLite hands them back naive (written in UTC)."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 def _json(nullable: bool = True) -> Any:

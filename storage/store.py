@@ -426,15 +426,10 @@ class Store:
                 session.add(insert)
                 session.flush()
             else:
-                result = session.execute(
-                    update(StepRun).where(col(StepRun.id) == step_run_id).values(**values)
-                )
-                if result.rowcount != 1:  # type: ignore[attr-defined]
-                    session.rollback()
-                    raise KeyError(f"no step_run with id {step_run_id}")
+                _update_row(session, StepRun, step_run_id, values)
             if last_attempt is not None:
                 attempt_id, outcome = last_attempt
-                session.execute(update(Attempt).where(col(Attempt.id) == attempt_id).values(**outcome))
+                _update_row(session, Attempt, attempt_id, outcome)
             session.commit()
 
     def reusable_outputs(self, instance_id: str) -> dict[tuple[str, int], Any]:
@@ -650,11 +645,8 @@ class Store:
         return {model_id: statistics.median(values) for model_id, values in samples.items()}
 
     def add_attempt(self, attempt: Attempt) -> str:
-        """Insert a whole attempt row (also the first half of ``start_attempt``)."""
-        with self._session() as session:
-            session.add(attempt)
-            session.commit()
-        return attempt.id
+        """Insert a whole attempt row at once (imports and seeding; steps use start/finish)."""
+        return self.start_attempt(attempt)
 
     def start_attempt(self, attempt: Attempt, *, step_run: StepRun | None = None) -> str:
         """Record a request about to be sent (``finished_at`` empty: in flight).
@@ -763,13 +755,23 @@ class Store:
     def _update(
         self, model: type[WorkflowInstance] | type[StepRun] | type[Attempt], row_id: str, **values: Any
     ) -> None:
-        """One UPDATE by primary key (no read first: this is on every step's path)."""
+        """One UPDATE by primary key in its own transaction."""
         with self._session() as session:
-            result = session.execute(update(model).where(col(model.id) == row_id).values(**values))
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                session.rollback()
-                raise KeyError(f"no {model.__tablename__} with id {row_id}")
+            _update_row(session, model, row_id, values)
             session.commit()
+
+
+def _update_row(
+    session: Session,
+    model: type[WorkflowInstance] | type[StepRun] | type[Attempt],
+    row_id: str,
+    values: dict[str, Any],
+) -> None:
+    """One UPDATE by primary key (no read first: this is on every step's path)."""
+    result = session.execute(update(model).where(col(model.id) == row_id).values(**values))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise KeyError(f"no {model.__tablename__} with id {row_id}")
 
 
 def _is(column: Any, value: Any) -> Any:

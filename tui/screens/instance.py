@@ -13,6 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from storage.models import as_utc
 from storage.store import Store
 from tui import actions
 from tui.literal import literal
@@ -130,6 +131,4 @@ class InstanceScreen(Screen[None]):
 def _age(when: datetime | None) -> str:
     if when is None:
         return "never"
-    if when.tzinfo is None:  # SQLite hands datetimes back naive (written in UTC)
-        when = when.replace(tzinfo=UTC)
-    return f"{(datetime.now(UTC) - when).total_seconds():.0f} s ago"
+    return f"{(datetime.now(UTC) - as_utc(when)).total_seconds():.0f} s ago"

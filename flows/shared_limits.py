@@ -22,9 +22,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING
 
 from steps.limits import ModelGate
 from steps.settings import ModelConfig, Settings
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 __all__ = ["PrefectGate", "ensure_shared_limits", "limit_names"]
 
@@ -49,9 +53,20 @@ def ensure_shared_limits(settings: Settings) -> list[str]:
             if config.tpm:
                 wanted.append((names["tpm"], config.tpm, config.tpm / 60.0))
             for name, limit, decay in wanted:
-                client.upsert_global_concurrency_limit_by_name(name, limit, slot_decay_per_second=decay)
+                _upsert(client, name, limit, decay)
                 made.append(name)
     return made
+
+
+def _upsert(client: SyncPrefectClient, name: str, limit: int, decay: float | None) -> None:
+    from prefect.exceptions import ObjectAlreadyExists
+
+    try:
+        client.upsert_global_concurrency_limit_by_name(name, limit, slot_decay_per_second=decay)
+    except ObjectAlreadyExists:
+        # Another worker's flow run created it between Prefect's read and create (two
+        # workers starting together): it exists now, so the same call updates it.
+        client.upsert_global_concurrency_limit_by_name(name, limit, slot_decay_per_second=decay)
 
 
 class PrefectGate:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -87,3 +88,40 @@ def test_without_shared_limits_each_worker_counts_alone(
     assert [r.status for r in results] == [InstanceStatus.COMPLETED] * 8
     starts = sorted(r.monotonic for r in openai_server.requests)
     assert most_in_flight(starts, LONG_CALL_S) > 2
+
+
+def test_workers_starting_together_create_each_limit_once(
+    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two flow runs that open at once both upsert the limits: neither may fail on the other's."""
+    from prefect.client.orchestration import get_client
+
+    from flows.shared_limits import ensure_shared_limits
+
+    settings = make_runtime().settings
+    model = settings.models["gpt-limited"]
+    renamed = {f"gpt-race-{uuid.uuid4().hex[:8]}": model for _ in range(3)}
+    racing = settings.model_copy(update={"models": renamed})
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_worker() -> None:
+        start.wait()
+        try:
+            ensure_shared_limits(racing)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    wanted = {name for model_id in renamed for name in limit_names(model_id).values() if "tpm" not in name}
+    with get_client(sync_client=True) as client:  # names are unique on the server
+        found = {name: client.read_global_concurrency_limit_by_name(name) for name in wanted}
+    assert {name: limit.limit for name, limit in found.items()} == {
+        name: (1 if name.endswith("-rpm") else model.max_concurrency) for name in wanted
+    }

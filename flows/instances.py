@@ -58,6 +58,7 @@ __all__ = [
     "reject_review",
     "replay",
     "replay_step_failures",
+    "run_queued",
     "run_workflow",
 ]
 
@@ -139,6 +140,36 @@ def run_workflow(
     return _run(workflow, inputs, runtime, scope, instance.owner)
 
 
+def run_queued(
+    instance_id: str, runtime: Runtime, *, on_step: Callable[[str], None] | None = None
+) -> RunResult | None:
+    """Start a queued instance this process has leased (``Store.lease_queued``) and run it.
+
+    None if the lease was lost meanwhile (recovered as lost, or cancelled):
+    someone else owns the instance now. An instance that cannot start here
+    (its workflow unknown to this worker, its stored input no longer valid)
+    fails with the reason rather than waiting forever.
+    """
+    if not runtime.store.start_queued(instance_id, runtime.worker):
+        return None
+    instance = runtime.store.get_instance(instance_id)
+    assert instance is not None  # just claimed
+    try:
+        workflow = get_workflow(instance.workflow)
+        check_workflow(workflow, runtime)
+        inputs = parse_input(workflow, instance.input, f"the stored input of instance {instance.id}")
+    except StepLineError as exc:
+        runtime.store.finish_instance(
+            instance_id,
+            InstanceStatus.FAILED,
+            failure_class="unknown",
+            error=f"could not start on {runtime.worker}: {exc.message}",
+        )
+        return RunResult(instance_id, InstanceStatus.FAILED, error=exc.message)
+    scope = Scope(runtime, instance_id, on_step=on_step)
+    return _run(workflow, inputs, runtime, scope, instance.owner)
+
+
 def replay(
     instance_id: str,
     runtime: Runtime,
@@ -187,11 +218,16 @@ def _claim(runtime: Runtime, instance_id: str, *, allow_completed: bool) -> int:
     if generation is not None:
         return generation
     current = store.get_instance(instance_id)
-    if current is not None and current.status == InstanceStatus.RUNNING.value:
+    held = current is not None and (
+        current.status == InstanceStatus.RUNNING.value
+        or (current.status == InstanceStatus.QUEUED.value and current.worker is not None)
+    )
+    if current is not None and held:
         reason = is_lost(current, runtime.settings.workers.lease_s)
         if reason is None:
+            doing = "being run right now" if current.status == InstanceStatus.RUNNING.value else "queued"
             raise ReplayRefused(
-                f"instance {instance_id} is being run right now by {current.worker or 'another process'} "
+                f"instance {instance_id} is {doing} by {current.worker or 'another process'} "
                 f"(it renews its lease every {runtime.settings.workers.heartbeat_s:g} s); if that "
                 f"process is gone, replay again after {runtime.settings.workers.lease_s:g} s"
             )
@@ -203,7 +239,12 @@ def _claim(runtime: Runtime, instance_id: str, *, allow_completed: bool) -> int:
             return generation
         current = store.get_instance(instance_id)
     status = current.status if current else "gone"
-    hint = "it is being run right now" if status == "running" else "name a step with --from to redo it"
+    hints = {
+        "running": "it is being run right now",
+        "queued": "it waits for a worker of its work pool; `stepline recover` hands it back "
+        "if its flow run is gone",
+    }
+    hint = hints.get(status, "name a step with --from to redo it")
     raise ReplayRefused(f"instance {instance_id} is {status}; {hint}")
 
 

@@ -103,7 +103,8 @@ def recover(store: Store, settings: Settings, lost: LostInstance) -> bool:
         worker=instance.worker,
         heartbeat_at=instance.heartbeat_at,
         failure_class=FailureClass.WORKER_LOST.value,
-        error=f"{lost.reason}; `stepline replay {instance.id[:12]}` resumes from the step it was on",
+        error=f"{lost.reason}; `stepline replay {instance.id[:12]}` "
+        + ("runs it from the start" if instance.status == "queued" else "resumes from the step it was on"),
     )
     if recovered:
         notify_owner(

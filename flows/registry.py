@@ -1,20 +1,31 @@
-"""The workflows Stepline ships, by name."""
+"""The workflows Stepline can run, by name: the ones it ships and a team's own.
+
+A team's workflows live in their own modules, named in ``workflow_modules``;
+each calls ``register`` at import. They are imported on first need, so the
+CLI, the TUI and a worker's flow runs all know the same workflows.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import threading
 
 from flows import contract_review, customer_intake
 from flows.workflow import Workflow
-from steps.errors import DefinitionError, InputError
+from steps.errors import ConfigError, DefinitionError, InputError
+from steps.settings import load_settings
 
-__all__ = ["WORKFLOWS", "get_workflow", "register"]
+__all__ = ["WORKFLOWS", "get_workflow", "known_workflows", "load_workflow_modules", "register"]
 
 WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (contract_review.WORKFLOW, customer_intake.WORKFLOW)}
 
+_loaded: set[str] = set()
+_lock = threading.Lock()
+
 
 def register(workflow: Workflow) -> Workflow:
-    """Make ``workflow`` runnable by name (``stepline run``, replays, reviews)."""
+    """Make ``workflow`` runnable by name (``stepline run``, replays, reviews, workers)."""
     existing = WORKFLOWS.get(workflow.name)
     if existing is not None and existing is not workflow:
         raise DefinitionError(f"a different workflow is already registered as {workflow.name!r}")
@@ -22,11 +33,38 @@ def register(workflow: Workflow) -> Workflow:
     return workflow
 
 
+def load_workflow_modules(modules: tuple[str, ...] | None = None) -> None:
+    """Import the configured workflow modules (each once); a ``ConfigError`` naming a bad one."""
+    if modules is None:
+        modules = load_settings().workflow_modules
+    with _lock:
+        for name in modules:
+            if name in _loaded:
+                continue
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                raise ConfigError(
+                    f"workflow_modules: cannot import {name!r} ({exc}); install it in this "
+                    "environment or run from the folder that holds it"
+                ) from None
+            _loaded.add(name)
+
+
+def known_workflows() -> dict[str, Workflow]:
+    """Every workflow this process can run, the configured modules' included."""
+    load_workflow_modules()
+    return WORKFLOWS
+
+
 def get_workflow(name: str) -> Workflow:
     """The workflow called ``name``, or an error suggesting the closest name."""
-    found = WORKFLOWS.get(name)
+    found = WORKFLOWS.get(name) or known_workflows().get(name)
     if found is not None:
         return found
     close = difflib.get_close_matches(name, WORKFLOWS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise InputError(f"unknown workflow {name!r}; {hint}known: {', '.join(sorted(WORKFLOWS))}")
+    raise InputError(
+        f"unknown workflow {name!r}; {hint}known: {', '.join(sorted(WORKFLOWS))} "
+        "(a team's own workflows are found through workflow_modules in the Stepline config)"
+    )

@@ -259,6 +259,82 @@ def _run_batch(
 
 
 @app.command()
+def submit(
+    workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. contract-review.")],
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input", "-i", help="A JSON file (one instance), a folder of JSON files or a JSONL file."
+        ),
+    ],
+    per_run: Annotated[
+        int, typer.Option("--per-run", min=1, max=1000, help="Instances handed to each flow run.")
+    ] = 10,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, max=256, help="Instances each flow run runs at once.")
+    ] = 4,
+    deployment: Annotated[
+        str, typer.Option(help="The Prefect deployment whose workers run them.")
+    ] = "stepline-queued/submitted",
+    owner: Annotated[str | None, typer.Option(help="Owner notified about these instances.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Hand instances to a team's workers: queue them in the store, then create flow runs for them.
+
+    Needs PREFECT_API_URL (the team's Prefect server) and a shared store
+    (STEPLINE_DATABASE_URL); `stepline instances` and the TUI follow them.
+    """
+    _prepare_flows(verbose)
+    from flows.batch import BatchItem, read_items
+    from flows.registry import get_workflow
+    from flows.team import submit as submit_instances
+    from steps.errors import StepLineError
+    from storage.db import StorageError
+
+    path = Path(input)
+    try:
+        chosen = get_workflow(workflow)
+        if input != "-" and path.exists() and _is_batch(path):
+            items = read_items(path)
+        else:
+            payload, where = _read_input(input)
+            items = [BatchItem(where, payload)]
+    except StepLineError as exc:
+        _fail(str(exc))
+    if not items:
+        _fail(f"{input} holds no inputs: put JSON files in the folder, or JSON lines in the file")
+    runtime = _open_runtime()
+    try:
+        with err.status(f"submitting {len(items)} input(s) to {deployment}…"):
+            done = submit_instances(
+                chosen,
+                items,
+                runtime,
+                deployment=deployment,
+                per_run=per_run,
+                concurrency=concurrency,
+                owner=owner,
+            )
+    except (StepLineError, StorageError) as exc:
+        _fail(str(exc))
+    for outcome in done.rejected:
+        err.print(f"[bold red]rejected:[/] {escape(outcome.message or outcome.item.source)}", highlight=False)
+    if as_json:
+        out.print(
+            json.dumps({"queued": done.queued, "flow_runs": done.flow_runs, "rejected": len(done.rejected)}),
+            markup=False,
+        )
+    else:
+        err.print(
+            f"{len(done.queued)} instance(s) of {chosen.name} queued in {len(done.flow_runs)} flow run(s) "
+            f"of {deployment}; follow them with `stepline instances` or `stepline tui`"
+        )
+    if done.rejected:
+        raise typer.Exit(1)
+
+
+@app.command()
 def replay(
     instance: Annotated[str, typer.Argument(help="Instance id (a unique prefix is enough).")],
     from_step: Annotated[
@@ -282,7 +358,11 @@ def replay(
 @app.command()
 def recover(
     then_replay: Annotated[
-        bool, typer.Option("--replay", help="Replay each recovered instance from the step it was on.")
+        bool,
+        typer.Option(
+            "--replay",
+            help="Then replay every instance paused because its worker was lost, from the step it was on.",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
@@ -291,6 +371,8 @@ def recover(
 
     An instance is lost when the process that ran it on this host no longer
     exists, or when its lease was not renewed for `[workers] lease_s` seconds.
+    A submitted instance still queued is lost when its flow run ended or died
+    without starting it (asked of the Prefect server at PREFECT_API_URL).
     """
     from flows.recovery import find_lost
     from flows.recovery import recover as recover_instance
@@ -298,6 +380,11 @@ def recover(
     settings = _load_catalog()
     store = _open_store()
     lost = find_lost(store, settings)
+    if store.unleased_queued(limit=1):  # submitted to a work pool: ask Prefect about their flow runs
+        _prepare_flows(verbose)
+        from flows.team import find_stranded
+
+        lost += find_stranded(store, settings)
     recovered = [item for item in lost if recover_instance(store, settings, item)]
     if as_json:
         for item in recovered:
@@ -310,20 +397,35 @@ def recover(
             table.add_row(item.instance.id[:12], item.instance.workflow, item.reason)
         out.print(table)
         err.print(f"{len(recovered)} instance(s) paused with failure class worker_lost")
-    if not then_replay or not recovered:
+    if not then_replay:
+        return
+    # Workers recover their dead peers' instances as their flow runs start, but leave
+    # replaying them to an operator: replay those too, not only the ones found just now.
+    earlier = store.search_instances(status="paused", failure_class="worker_lost", limit=10_000)
+    to_replay = list(dict.fromkeys([item.instance.id for item in recovered] + [i.id for i in earlier]))
+    if not to_replay:
         return
     _prepare_flows(verbose)
+    from flows.instances import ReplayRefused
     from flows.instances import replay as replay_instance
 
     runtime = _open_runtime()
     failed = 0
-    for item in recovered:
-        result = _drive(
-            f"replay {item.instance.id[:12]}",
-            lambda on_step, id=item.instance.id: replay_instance(id, runtime, on_step=on_step),
-        )
-        err.print(f"instance {result.instance_id} {result.status.value}")
-        failed += result.status.value != "completed"
+
+    def replay_one(instance_id: str, on_step: Any) -> Any:
+        try:
+            return replay_instance(instance_id, runtime, on_step=on_step)
+        except ReplayRefused as exc:  # replayed by someone else meanwhile
+            return exc
+
+    for instance_id in to_replay:
+        result = _drive(f"replay {instance_id[:12]}", lambda on_step, id=instance_id: replay_one(id, on_step))
+        status = "refused" if isinstance(result, ReplayRefused) else result.status.value
+        if as_json:
+            out.print(json.dumps({"instance": instance_id, "replayed": status}), markup=False)
+        else:
+            err.print(f"instance {instance_id} {status}" + (f": {result}" if status == "refused" else ""))
+        failed += status not in ("completed", "refused")
     if failed:
         raise typer.Exit(1)
 
@@ -418,6 +520,16 @@ def review_reject(
     err.print(f"review {review} rejected; the instance is failed")
 
 
+def _known_workflows() -> Any:
+    from flows.registry import known_workflows
+    from steps.errors import ConfigError
+
+    try:
+        return known_workflows()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
 def _load_catalog() -> Any:
     from steps.errors import ConfigError
     from steps.settings import load_settings
@@ -432,9 +544,10 @@ def _load_catalog() -> Any:
 def workflows(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False) -> None:
     """The registered workflows: their steps, tiers, sensitivity, and where each would go now."""
     settings = _load_catalog()
-    from flows.registry import WORKFLOWS
     from steps.errors import ConfigError
     from steps.routing import choose_route
+
+    WORKFLOWS = _known_workflows()
 
     table = Table("workflow", "step", "kind", "tier", "sensitivity", "routes to now")
     for workflow in WORKFLOWS.values():
@@ -468,9 +581,10 @@ def workflows(as_json: Annotated[bool, typer.Option("--json", help="Print JSON l
 def validate() -> None:
     """Check the catalog and every workflow against it, without calling any model."""
     settings = _load_catalog()
-    from flows.registry import WORKFLOWS
     from steps.errors import ConfigError
     from steps.routing import choose_route
+
+    WORKFLOWS = _known_workflows()
 
     problems = []
     for workflow in WORKFLOWS.values():
@@ -496,10 +610,14 @@ def validate() -> None:
 @app.command()
 def schedules(
     prefect_yaml: Annotated[
-        bool, typer.Option("--prefect-yaml", help="Print the schedules as a prefect.yaml for work pools.")
+        bool,
+        typer.Option(
+            "--prefect-yaml",
+            help="Print them, and the deployment `stepline submit` uses, as a prefect.yaml for a work pool.",
+        ),
     ] = False,
 ) -> None:
-    """The configured schedules: what runs when, on which inputs (``[schedules.<name>]``)."""
+    """The configured schedules: what runs when, on which inputs (the catalog's schedules tables)."""
     settings = _load_catalog()
     from flows.schedules import describe_inputs, describe_when, schedule_problems
     from flows.schedules import prefect_yaml as render_yaml

@@ -250,6 +250,10 @@ class Settings(BaseSettings):
     worker together (env: STEPLINE_SHARED_LIMITS); off, each process counts its own."""
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     """Leases that tell a crashed worker's instances from running ones (``[workers]``)."""
+    workflow_modules: tuple[str, ...] = ()
+    """Python modules that register a team's own workflows (``flows.registry.register``),
+    imported by every process that runs or lists them: ``stepline``, the TUI and each
+    worker's flow runs (env: STEPLINE_WORKFLOW_MODULES, a JSON list)."""
 
     @field_validator("providers", "models")
     @classmethod

@@ -60,6 +60,9 @@ def _time(nullable: bool = True, index: bool = False) -> Any:
 
 
 class InstanceStatus(StrEnum):
+    QUEUED = "queued"
+    """Submitted to a work pool (``stepline submit``) and not started yet: written before any
+    flow run exists, so an input never lives only in a flow run's parameters."""
     RUNNING = "running"
     COMPLETED = "completed"
     NEEDS_REVIEW = "needs_review"
@@ -115,7 +118,7 @@ class WorkflowInstance(SQLModel, table=True):
     generation: int = 0
     """0 for the first run, then +1 per replay (each replay's step runs carry it)."""
     worker: str | None = Field(default=None, max_length=200)
-    """``host:pid:nonce`` of the process running it (or that last ran it)."""
+    """``host:pid:nonce`` of the process running it (or that last ran it, or holds it queued)."""
     heartbeat_at: datetime | None = _time()
     """Renewed by that process while it runs the instance: a stale one means the worker died."""
     created_at: datetime = Field(

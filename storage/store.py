@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, update
+from sqlalchemy import Engine, and_, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -37,6 +37,9 @@ from storage.models import (
 )
 
 __all__ = ["InstanceDetail", "Store"]
+
+_HELD = (InstanceStatus.RUNNING.value, InstanceStatus.QUEUED.value)
+"""Statuses in which a worker holds an instance under a lease."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,106 @@ class Store:
             session.commit()
         return instance
 
+    def create_queued(
+        self, workflow: str, items: Sequence[tuple[Any, str | None, str | None]], owner: str
+    ) -> list[WorkflowInstance]:
+        """Instances of ``workflow`` waiting for a worker, one per ``(input, source, digest)``.
+
+        One transaction: a submission is recorded whole or not at all.
+        """
+        instances = [
+            WorkflowInstance(
+                workflow=workflow,
+                input=input,
+                owner=owner,
+                source=source,
+                source_digest=digest,
+                status=InstanceStatus.QUEUED.value,
+            )
+            for input, source, digest in items
+        ]
+        with self._session() as session:
+            session.add_all(instances)
+            session.commit()
+        return instances
+
     def set_flow_run(self, instance_id: str, flow_run_id: str) -> None:
         self._update(WorkflowInstance, instance_id, flow_run_id=flow_run_id)
+
+    def set_queued_flow_run(self, instance_ids: Sequence[str], flow_run_id: str) -> None:
+        """Record which flow run was asked to run these queued instances."""
+        with self._session() as session:
+            session.execute(
+                update(WorkflowInstance)
+                .where(
+                    col(WorkflowInstance.id).in_(list(instance_ids)),
+                    col(WorkflowInstance.status) == InstanceStatus.QUEUED.value,
+                    col(WorkflowInstance.worker).is_(None),
+                )
+                .values(flow_run_id=flow_run_id)
+            )
+            session.commit()
+
+    def lease_queued(self, instance_ids: Sequence[str], worker: str) -> list[str]:
+        """Take a lease on those of these queued instances no one holds; the ids now held.
+
+        A flow run leases all of its instances when it starts, so that if its
+        worker dies, the ones it had not started yet are recovered like the
+        ones it was running.
+        """
+        ids = list(instance_ids)
+        if not ids:
+            return []
+        with self._session() as session:
+            session.execute(
+                update(WorkflowInstance)
+                .where(
+                    col(WorkflowInstance.id).in_(ids),
+                    col(WorkflowInstance.status) == InstanceStatus.QUEUED.value,
+                    col(WorkflowInstance.worker).is_(None),
+                )
+                .values(worker=worker, heartbeat_at=utcnow())
+            )
+            session.commit()
+            held = set(
+                session.exec(
+                    select(WorkflowInstance.id).where(
+                        col(WorkflowInstance.id).in_(ids),
+                        col(WorkflowInstance.status) == InstanceStatus.QUEUED.value,
+                        col(WorkflowInstance.worker) == worker,
+                    )
+                ).all()
+            )
+        return [i for i in ids if i in held]
+
+    def start_queued(self, instance_id: str, worker: str) -> bool:
+        """Move a queued instance this worker leased to running; False if it was taken back."""
+        with self._session() as session:
+            result = session.execute(
+                update(WorkflowInstance)
+                .where(
+                    col(WorkflowInstance.id) == instance_id,
+                    col(WorkflowInstance.status) == InstanceStatus.QUEUED.value,
+                    col(WorkflowInstance.worker) == worker,
+                )
+                .values(status=InstanceStatus.RUNNING.value, heartbeat_at=utcnow(), updated_at=utcnow())
+            )
+            session.commit()
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def unleased_queued(self, limit: int = 10_000) -> list[WorkflowInstance]:
+        """Queued instances no flow run has taken yet, oldest first."""
+        query = (
+            select(WorkflowInstance)
+            .where(
+                WorkflowInstance.status == InstanceStatus.QUEUED.value,
+                col(WorkflowInstance.worker).is_(None),
+            )
+            .order_by(col(WorkflowInstance.created_at))
+            .limit(limit)
+        )
+        with self._session() as session:
+            return list(session.exec(query).all())
 
     def finish_instance(
         self,
@@ -130,7 +231,7 @@ class Store:
                 update(WorkflowInstance)
                 .where(
                     col(WorkflowInstance.id).in_(list(instance_ids)),
-                    col(WorkflowInstance.status) == InstanceStatus.RUNNING.value,
+                    col(WorkflowInstance.status).in_(_HELD),
                     col(WorkflowInstance.worker) == worker,
                 )
                 .values(heartbeat_at=utcnow())
@@ -139,10 +240,22 @@ class Store:
             return int(result.rowcount)  # type: ignore[attr-defined]
 
     def running_instances(self, limit: int = 10_000) -> list[WorkflowInstance]:
-        """Instances marked running, oldest heartbeat first (the candidates for a lost worker)."""
+        """Instances a worker holds (running, or queued and leased), oldest heartbeat first.
+
+        The candidates for a lost worker; queued instances no flow run has
+        taken yet are judged by their flow run instead (``unleased_queued``).
+        """
         query = (
             select(WorkflowInstance)
-            .where(WorkflowInstance.status == InstanceStatus.RUNNING.value)
+            .where(
+                or_(
+                    col(WorkflowInstance.status) == InstanceStatus.RUNNING.value,
+                    and_(
+                        col(WorkflowInstance.status) == InstanceStatus.QUEUED.value,
+                        col(WorkflowInstance.worker).is_not(None),
+                    ),
+                )
+            )
             .order_by(col(WorkflowInstance.heartbeat_at))
             .limit(limit)
         )
@@ -173,7 +286,7 @@ class Store:
         )
 
     def _pause_running(self, instance_id: str, failure_class: str, error: str, *conditions: Any) -> bool:
-        """Move a running instance (meeting ``conditions``) to paused, in one transaction.
+        """Move a running or queued instance (meeting ``conditions``) to paused, in one transaction.
 
         Its unfinished step runs fail, it is marked stopped at the first of
         them, and its requests in flight are closed: their answers never
@@ -185,7 +298,7 @@ class Store:
                 update(WorkflowInstance)
                 .where(
                     col(WorkflowInstance.id) == instance_id,
-                    col(WorkflowInstance.status) == InstanceStatus.RUNNING.value,
+                    col(WorkflowInstance.status).in_(_HELD),
                     *conditions,
                 )
                 .values(

@@ -34,3 +34,19 @@ def database_url(kind: str, folder: Path) -> Iterator[str]:
     else:
         with postgres_schema_url() as url:
             yield url
+
+
+@contextmanager
+def postgres_database_url(driver: str = "postgresql+asyncpg") -> Iterator[str]:
+    """A new, empty database on the same server (for a Prefect server's own tables), dropped afterwards."""
+    import psycopg
+
+    name = f"stepline_test_{uuid.uuid4().hex[:12]}"
+    plain = PG_SERVER.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{driver}://{plain.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -89,11 +89,11 @@ def save_prompt(step_name: str, system: str, template: str, author: str, note: s
     """Check the edited prompt against the step in code, then make it the step's prompt."""
     import dataclasses
 
-    from flows.registry import WORKFLOWS
+    from flows.registry import known_workflows
     from steps.definition import Prompt
     from steps.errors import StepLineError
 
-    steps = [s for w in WORKFLOWS.values() for s in w.steps if s.name == step_name]
+    steps = [s for w in known_workflows().values() for s in w.steps if s.name == step_name]
     if not steps:
         return Outcome(False, f"no registered workflow has a step {step_name!r}; nothing saved")
     prompt = Prompt(system=system, user=template)

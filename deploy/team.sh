@@ -52,7 +52,13 @@ start() {
     say "$name started (pid $!, log $TEAM_DIR/$name.log)"
 }
 
-alive() { [[ -f "$TEAM_DIR/$1.pid" ]] && kill -0 "$(cat "$TEAM_DIR/$1.pid")" 2>/dev/null; }
+# Alive, and still the process we started (a pid file outliving a reboot names someone else).
+alive() {
+    local pid
+    [[ -f "$TEAM_DIR/$1.pid" ]] || return 1
+    pid="$(cat "$TEAM_DIR/$1.pid")"
+    kill -0 "$pid" 2>/dev/null && grep -q prefect "/proc/$pid/cmdline" 2>/dev/null
+}
 
 wait_healthy() {
     local deadline=$((SECONDS + 180))
@@ -136,6 +142,12 @@ status() {
     fi
 }
 
+any_alive() {
+    local p
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && return 0; done
+    return 1
+}
+
 stop() {
     local name="$1" pid
     alive "$name" || {
@@ -143,12 +155,16 @@ stop() {
         return 0
     }
     pid="$(cat "$TEAM_DIR/$name.pid")"
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do
-        kill -0 "$pid" 2>/dev/null || break
+    # A worker starts each flow run in a session of its own: stop those too, and give them
+    # Prefect's 30 s to pause their instances before anything is killed.
+    local runs
+    runs="$(pgrep -P "$pid" || true)"
+    kill -TERM -- "-$pid" $runs 2>/dev/null || true
+    for _ in $(seq 1 80); do
+        any_alive "$pid" $runs || break
         sleep 0.5
     done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    kill -KILL -- "-$pid" $runs 2>/dev/null || true
     rm -f "$TEAM_DIR/$name.pid"
     say "$name stopped"
 }

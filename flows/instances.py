@@ -141,7 +141,11 @@ def run_workflow(
 
 
 def run_queued(
-    instance_id: str, runtime: Runtime, *, on_step: Callable[[str], None] | None = None
+    instance_id: str,
+    runtime: Runtime,
+    *,
+    on_step: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunResult | None:
     """Start a queued instance this process has leased (``Store.lease_queued``) and run it.
 
@@ -166,7 +170,7 @@ def run_queued(
             error=f"could not start on {runtime.worker}: {exc.message}",
         )
         return RunResult(instance_id, InstanceStatus.FAILED, error=exc.message)
-    scope = Scope(runtime, instance_id, on_step=on_step)
+    scope = Scope(runtime, instance_id, on_step=on_step, cancel=cancel)
     return _run(workflow, inputs, runtime, scope, instance.owner)
 
 

@@ -17,6 +17,7 @@ ended, or stuck pending/running past the lease, means no one will.
 from __future__ import annotations
 
 import inspect
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -60,30 +61,49 @@ _STARTED = {"PENDING", "RUNNING"}
 
 @flow(name=QUEUED_FLOW)
 def queued_flow(instance_ids: list[str], concurrency: int = 4) -> dict[str, int]:
-    """Run queued instances on this worker: lease them all, then run ``concurrency`` at a time."""
+    """Run queued instances on this worker: lease them all, then run ``concurrency`` at a time.
+
+    Stopped (Prefect cancels the run, or the worker is stopped), it starts no
+    new instance and pauses the running ones before their next step; the rest
+    stay leased to this process, so once it is gone they are recovered.
+    """
     logger = get_run_logger()
     with Runtime.open() as runtime:
-        recovered = recover_peers(runtime.store, runtime.settings)
+        # Lease first: if anything below fails, these are still judged by this process's life.
+        held = runtime.store.lease_queued(instance_ids, runtime.worker)
+        for instance_id in held:
+            runtime.heartbeat.hold(instance_id)
+        try:
+            recovered = recover_peers(runtime.store, runtime.settings)
+        except Exception as exc:  # best effort: `stepline recover` or the next flow run does it
+            logger.warning("could not recover lost workers' instances: %s: %s", type(exc).__name__, exc)
+            recovered = 0
         if recovered:
             logger.warning(
                 "recovered %d instance(s) of lost workers; `stepline recover --replay` resumes them",
                 recovered,
             )
-        held = runtime.store.lease_queued(instance_ids, runtime.worker)
-        for instance_id in held:
-            runtime.heartbeat.hold(instance_id)
         counts: Counter[str] = Counter({"not_held": len(instance_ids) - len(held)})
+        cancel = threading.Event()
 
         def one(instance_id: str) -> str:
             try:
-                result = run_queued(instance_id, runtime)
+                if cancel.is_set():
+                    return "not_started"
+                result = run_queued(instance_id, runtime, cancel=cancel)
                 return result.status.value if result is not None else "not_held"
             finally:
                 runtime.heartbeat.release(instance_id)
 
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="stepline") as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="stepline")
+        try:
             for status in pool.map(one, held):
                 counts[status] += 1
+        except BaseException:  # Prefect's termination signal, Ctrl-C: stop, do not drain the queue
+            cancel.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     found = {k: v for k, v in sorted(counts.items()) if v}
     logger.info("%d instance(s): %s", len(instance_ids), found)
     return found
@@ -223,7 +243,8 @@ def submit(
             raise InputError(
                 f"Prefect refused a flow run of {deployment} after {len(done.flow_runs)} of "
                 f"{-(-len(valid) // per_run)}: {type(exc).__name__}: {exc}; {len(ids)} instance(s) "
-                "stay queued without one; `stepline recover --replay` runs them here"
+                "stay queued without one; after [workers] lease_s, `stepline recover --replay` "
+                "runs them here"
             ) from exc
         runtime.store.set_queued_flow_run(ids, run_id)
         done.flow_runs.append(run_id)
@@ -234,8 +255,9 @@ def submit(
 
 def _check_deployment(name: str) -> None:
     """Fail before anything is written if Prefect has no such deployment."""
+    import httpx
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
@@ -250,6 +272,11 @@ def _check_deployment(name: str) -> None:
             raise InputError(
                 f"Prefect at {PREFECT_API_URL.value()} has no deployment {name!r}; deploy it "
                 "from the project root with `prefect deploy --all` (prefect.yaml)"
+            ) from None
+        except (httpx.HTTPError, PrefectHTTPStatusError, RuntimeError) as exc:
+            raise InputError(
+                f"cannot reach the Prefect server at {PREFECT_API_URL.value()} ({type(exc).__name__}: "
+                f"{exc}); start it (deploy/team.sh up) or fix PREFECT_API_URL; nothing was queued"
             ) from None
 
 

@@ -384,7 +384,13 @@ def recover(
         _prepare_flows(verbose)
         from flows.team import find_stranded
 
-        lost += find_stranded(store, settings)
+        try:
+            lost += find_stranded(store, settings)
+        except Exception as exc:  # Prefect down: dead workers' instances are still recovered
+            err.print(
+                f"[yellow]warning:[/] could not ask Prefect about queued instances' flow runs "
+                f"({escape(type(exc).__name__)}: {escape(str(exc))}); they stay queued until it answers"
+            )
     recovered = [item for item in lost if recover_instance(store, settings, item)]
     if as_json:
         for item in recovered:
@@ -408,6 +414,7 @@ def recover(
     _prepare_flows(verbose)
     from flows.instances import ReplayRefused
     from flows.instances import replay as replay_instance
+    from steps.errors import StepLineError
 
     runtime = _open_runtime()
     failed = 0
@@ -415,16 +422,20 @@ def recover(
     def replay_one(instance_id: str, on_step: Any) -> Any:
         try:
             return replay_instance(instance_id, runtime, on_step=on_step)
-        except ReplayRefused as exc:  # replayed by someone else meanwhile
-            return exc
+        except StepLineError as exc:  # replayed by someone else meanwhile, unknown workflow...
+            return exc  # ...: say so and go on with the others
 
     for instance_id in to_replay:
         result = _drive(f"replay {instance_id[:12]}", lambda on_step, id=instance_id: replay_one(id, on_step))
-        status = "refused" if isinstance(result, ReplayRefused) else result.status.value
+        if isinstance(result, StepLineError):
+            status = "refused" if isinstance(result, ReplayRefused) else "error"
+        else:
+            status = result.status.value
         if as_json:
             out.print(json.dumps({"instance": instance_id, "replayed": status}), markup=False)
         else:
-            err.print(f"instance {instance_id} {status}" + (f": {result}" if status == "refused" else ""))
+            why = f": {result}" if isinstance(result, StepLineError) else ""
+            err.print(f"instance {instance_id} {status}{escape(why)}")
         failed += status not in ("completed", "refused")
     if failed:
         raise typer.Exit(1)

@@ -124,6 +124,20 @@ structured_mode = "tools"
 rpm = 600
 max_concurrency = 2
 
+[providers.patient]
+kind = "openai"
+base_url = "{openai_url}"
+api_key_env = "STEPLINE_TEST_OPENAI_KEY"
+timeout_s = 30.0
+
+[models.gpt-limited-patient]
+provider = "patient"
+model = "gpt-limited"
+tier = "cheap"
+structured_mode = "tools"
+rpm = 600
+max_concurrency = 2
+
 [models.gpt-flaky]
 provider = "flaky"
 model = "gpt-flaky"

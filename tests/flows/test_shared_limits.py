@@ -18,17 +18,18 @@ from flows.instances import RunResult, run_workflow
 from flows.shared_limits import limit_names
 from storage.models import InstanceStatus
 from tests.flows.helpers import INPUT, VALID, invoice_workflow
-from tests.servers import OpenAIServer, ok, slow
+from tests.servers import OpenAIServer, Reply, ok, slow
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 SPACING_S = 0.1  # gpt-limited: rpm = 600, max_concurrency = 2
 CALL_S = 0.3
-LONG_CALL_S = 1.5
 
 
-def two_workers(make_runtime: Callable[..., Runtime], per_worker: int) -> list[RunResult]:
-    workflow = invoice_workflow("gpt-limited")
+def two_workers(
+    make_runtime: Callable[..., Runtime], per_worker: int, model: str = "gpt-limited"
+) -> list[RunResult]:
+    workflow = invoice_workflow(model)
     workers = [make_runtime(), make_runtime()]
     assert workers[0].executor.pool is not workers[1].executor.pool
     results: list[RunResult] = []
@@ -78,16 +79,32 @@ def test_without_shared_limits_each_worker_counts_alone(
 ) -> None:
     """The contrast that makes the test above mean something.
 
-    Calls last longer here so that the two workers' flows, which Prefect starts
-    one after another, are surely under way at the same time.
+    The server holds each request until a third is in flight (or 20 s pass):
+    Prefect starts the two workers' flows one after another, seconds apart on a
+    busy machine, so fixed-length calls could end before the other worker's
+    begin. With local limits only, a third request does arrive while two wait.
     """
-    openai_server.default = slow(LONG_CALL_S, ok(VALID))
+    arrived = threading.Condition()
+    waiting = 0
+    most_waiting = 0
 
-    results = two_workers(make_runtime, per_worker=4)
+    def hold_until_three(body: dict[str, object]) -> Reply:
+        nonlocal waiting, most_waiting
+        with arrived:
+            waiting += 1
+            most_waiting = max(most_waiting, waiting)
+            arrived.notify_all()
+            arrived.wait_for(lambda: most_waiting >= 3, timeout=20)
+            waiting -= 1
+        return ok(VALID)
+
+    openai_server.default = hold_until_three
+
+    # The same limits as gpt-limited, on a client that waits 30 s rather than 2 s.
+    results = two_workers(make_runtime, per_worker=4, model="gpt-limited-patient")
 
     assert [r.status for r in results] == [InstanceStatus.COMPLETED] * 8
-    starts = sorted(r.monotonic for r in openai_server.requests)
-    assert most_in_flight(starts, LONG_CALL_S) > 2
+    assert most_waiting > 2  # more than one worker's cap of 2 in flight at once
 
 
 def test_workers_starting_together_create_each_limit_once(

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from flows.engine import Runtime, ensure_prefect_api
 from flows.instances import RunResult, check_workflow, interrupt, parse_input, run_workflow
 from flows.workflow import Workflow
@@ -32,6 +34,7 @@ __all__ = [
     "BatchItem",
     "BatchReport",
     "ItemOutcome",
+    "parse_item",
     "read_items",
     "run_batch",
 ]
@@ -89,6 +92,16 @@ class BatchReport:
 
     def needing_attention(self) -> list[ItemOutcome]:
         return [outcome for outcome in self.outcomes if outcome.needs_attention]
+
+
+def parse_item(workflow: Workflow, item: BatchItem) -> BaseModel | ItemOutcome:
+    """The item as the workflow's input model, or why it is rejected (unreadable, wrong shape)."""
+    if item.error is not None:
+        return ItemOutcome(item, REJECTED, message=item.error)
+    try:
+        return parse_input(workflow, item.payload, item.source)
+    except InputError as exc:
+        return ItemOutcome(item, REJECTED, message=exc.message)
 
 
 def read_items(path: Path) -> list[BatchItem]:
@@ -195,19 +208,16 @@ def run_batch(
         seen = runtime.store.seen_digests(workflow.name, [i.digest for i in items if i.digest])
     runnable: list[BatchItem] = []
     for item in items:
-        if item.error is not None:
-            record(ItemOutcome(item, REJECTED, message=item.error))
-        elif skip_seen and item.digest in seen:
+        if item.error is None and skip_seen and item.digest in seen:
             record(ItemOutcome(item, SKIPPED, message="an instance of this exact input exists already"))
-        else:
-            try:
-                parse_input(workflow, item.payload, item.source)
-            except InputError as exc:
-                record(ItemOutcome(item, REJECTED, message=exc.message))
-                continue
-            if item.digest:
-                seen.add(item.digest)
-            runnable.append(item)
+            continue
+        parsed = parse_item(workflow, item)
+        if isinstance(parsed, ItemOutcome):
+            record(parsed)
+            continue
+        if item.digest:
+            seen.add(item.digest)
+        runnable.append(item)
 
     in_flight: set[str] = set()  # instance ids, for a hard stop
     lock = threading.Lock()

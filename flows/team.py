@@ -28,12 +28,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.batch import BatchItem, ItemOutcome
+from flows.batch import BatchItem, ItemOutcome, parse_item
 from flows.engine import Runtime
-from flows.instances import check_workflow, parse_input, run_queued
+from flows.instances import check_workflow, run_queued
 from flows.recovery import LostInstance, find_lost, recover
 from flows.workflow import Workflow
-from steps.errors import InputError, StepLineError
+from steps.errors import InputError
 from steps.settings import Settings
 from storage.models import WorkflowInstance, as_utc
 from storage.store import Store
@@ -222,15 +222,11 @@ def submit(
     done = Submission(workflow.name, deployment)
     valid: list[tuple[Any, str | None, str | None]] = []
     for item in items:
-        if item.error is not None:
-            done.rejected.append(ItemOutcome(item, "rejected", message=item.error))
-            continue
-        try:
-            inputs = parse_input(workflow, item.payload, item.source)
-        except StepLineError as exc:
-            done.rejected.append(ItemOutcome(item, "rejected", message=exc.message))
-            continue
-        valid.append((inputs.model_dump(mode="json"), item.source, item.digest))
+        parsed = parse_item(workflow, item)
+        if isinstance(parsed, ItemOutcome):
+            done.rejected.append(parsed)
+        else:
+            valid.append((parsed.model_dump(mode="json"), item.source, item.digest))
     for start in range(0, len(valid), per_run):
         chunk = runtime.store.create_queued(
             workflow.name, valid[start : start + per_run], owner or runtime.settings.owner

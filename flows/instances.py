@@ -222,11 +222,7 @@ def _claim(runtime: Runtime, instance_id: str, *, allow_completed: bool) -> int:
     if generation is not None:
         return generation
     current = store.get_instance(instance_id)
-    held = current is not None and (
-        current.status == InstanceStatus.RUNNING.value
-        or (current.status == InstanceStatus.QUEUED.value and current.worker is not None)
-    )
-    if current is not None and held:
+    if current is not None and current.held:
         reason = is_lost(current, runtime.settings.workers.lease_s)
         if reason is None:
             doing = "being run right now" if current.status == InstanceStatus.RUNNING.value else "queued"

@@ -121,6 +121,14 @@ class WorkflowInstance(SQLModel, table=True):
     """``host:pid:nonce`` of the process running it (or that last ran it, or holds it queued)."""
     heartbeat_at: datetime | None = _time()
     """Renewed by that process while it runs the instance: a stale one means the worker died."""
+
+    @property
+    def held(self) -> bool:
+        """Whether a worker holds it under a lease: running, or queued and taken by a flow run."""
+        return self.status == InstanceStatus.RUNNING.value or (
+            self.status == InstanceStatus.QUEUED.value and self.worker is not None
+        )
+
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

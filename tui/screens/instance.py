@@ -81,7 +81,7 @@ class InstanceScreen(Screen[None]):
         lines.append(f"{inst.workflow} {inst.id}  ", style="bold")
         lines.append(f"{inst.status}", style="red" if inst.failure_class else "green")
         lines.append(f"  owner {inst.owner}  generation {inst.generation}\n")
-        if inst.status in ("running", "queued") and inst.worker:
+        if inst.held and inst.worker:
             lines.append("running on " if inst.status == "running" else "queued, leased by ")
             lines.append_text(literal(inst.worker))
             lines.append(f", lease renewed {_age(inst.heartbeat_at)}\n")

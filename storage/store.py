@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from storage.models import (
@@ -40,6 +41,10 @@ __all__ = ["InstanceDetail", "Store"]
 
 _HELD = (InstanceStatus.RUNNING.value, InstanceStatus.QUEUED.value)
 """Statuses in which a worker holds an instance under a lease."""
+
+_WITHOUT_PAYLOADS = (defer(WorkflowInstance.input), defer(WorkflowInstance.output))
+"""For the recovery scans every flow run makes as it starts: they judge leases and flow runs,
+and a backlog's inputs (up to 1 MB each) need not come along."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,7 @@ class Store:
                 update(WorkflowInstance)
                 .where(
                     col(WorkflowInstance.id).in_(list(instance_ids)),
-                    col(WorkflowInstance.status) == InstanceStatus.QUEUED.value,
-                    col(WorkflowInstance.worker).is_(None),
+                    *_unleased(),
                 )
                 .values(flow_run_id=flow_run_id)
             )
@@ -145,8 +149,7 @@ class Store:
                 update(WorkflowInstance)
                 .where(
                     col(WorkflowInstance.id).in_(ids),
-                    col(WorkflowInstance.status) == InstanceStatus.QUEUED.value,
-                    col(WorkflowInstance.worker).is_(None),
+                    *_unleased(),
                 )
                 .values(worker=worker, heartbeat_at=utcnow())
             )
@@ -181,10 +184,8 @@ class Store:
         """Queued instances no flow run has taken yet, oldest first."""
         query = (
             select(WorkflowInstance)
-            .where(
-                WorkflowInstance.status == InstanceStatus.QUEUED.value,
-                col(WorkflowInstance.worker).is_(None),
-            )
+            .where(*_unleased())
+            .options(*_WITHOUT_PAYLOADS)
             .order_by(col(WorkflowInstance.created_at))
             .limit(limit)
         )
@@ -257,6 +258,7 @@ class Store:
                 )
             )
             .order_by(col(WorkflowInstance.heartbeat_at))
+            .options(*_WITHOUT_PAYLOADS)
             .limit(limit)
         )
         with self._session() as session:
@@ -885,6 +887,14 @@ def _update_row(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         raise KeyError(f"no {model.__tablename__} with id {row_id}")
+
+
+def _unleased() -> tuple[Any, Any]:
+    """Queued, and no flow run has taken it yet."""
+    return (
+        col(WorkflowInstance.status) == InstanceStatus.QUEUED.value,
+        col(WorkflowInstance.worker).is_(None),
+    )
 
 
 def _is(column: Any, value: Any) -> Any:

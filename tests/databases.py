@@ -11,20 +11,30 @@ from pathlib import Path
 PG_SERVER = os.environ.get("STEPLINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+_PLAIN = PG_SERVER.replace("postgresql+psycopg://", "postgresql://")
+"""The same server as psycopg (without SQLAlchemy's driver prefix) takes it."""
+
+
+@contextmanager
+def _created(kind: str, drop_options: str = "") -> Iterator[str]:
+    """A new ``kind`` (SCHEMA or DATABASE) on the test server, by name, dropped afterwards."""
+    import psycopg
+
+    name = f"stepline_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_PLAIN, autocommit=True) as conn:
+        conn.execute(f'CREATE {kind} "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(_PLAIN, autocommit=True) as conn:
+            conn.execute(f'DROP {kind} IF EXISTS "{name}" {drop_options}')
+
+
 @contextmanager
 def postgres_schema_url() -> Iterator[str]:
     """A URL whose search_path is a new, empty schema, dropped afterwards."""
-    import psycopg
-
-    schema = f"stepline_test_{uuid.uuid4().hex[:12]}"
-    plain = PG_SERVER.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
+    with _created("SCHEMA", "CASCADE") as schema:
         yield f"{PG_SERVER}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @contextmanager
@@ -39,14 +49,5 @@ def database_url(kind: str, folder: Path) -> Iterator[str]:
 @contextmanager
 def postgres_database_url(driver: str = "postgresql+asyncpg") -> Iterator[str]:
     """A new, empty database on the same server (for a Prefect server's own tables), dropped afterwards."""
-    import psycopg
-
-    name = f"stepline_test_{uuid.uuid4().hex[:12]}"
-    plain = PG_SERVER.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{driver}://{plain.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _created("DATABASE", "WITH (FORCE)") as name:
+        yield f"{driver}://{_PLAIN.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"

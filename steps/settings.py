@@ -322,23 +322,45 @@ def catalog_path() -> Path:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Load settings, turning every config mistake into one ``ConfigError`` naming file and key."""
+    """Load settings, turning every config mistake into one ``ConfigError`` naming file and key.
+
+    The file is parsed once here first, so that a file that is not UTF-8, is
+    nested past Python's recursion limit or cannot be read is a message, not a
+    traceback from deep inside pydantic-settings.
+    """
     path = catalog_path()
-    if not path.is_file():
-        raise ConfigError(
-            f"config file {path} does not exist (from STEPLINE_CONFIG); "
-            "point STEPLINE_CONFIG at a catalog TOML file or unset it"
-        )
+    shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # printable even if the name is not UTF-8
     try:
         with path.open("rb") as handle:
             tomllib.load(handle)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ConfigError(
+            f"config file {shown} does not exist (from STEPLINE_CONFIG); "
+            "point STEPLINE_CONFIG at a catalog TOML file or unset it"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"config file {shown} is a folder (from STEPLINE_CONFIG); "
+            "point STEPLINE_CONFIG at a catalog TOML file or unset it"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {shown}: {exc.strerror or exc}; check that it is a readable file"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}; fix the syntax there") from None
+        raise ConfigError(f"{shown}: not valid TOML: {exc}; fix the syntax there") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{shown}: not UTF-8 text (byte {exc.start}); save the catalog as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{shown}: arrays or tables are nested too deeply to read; a catalog needs only a few "
+            "levels: flatten them"
+        ) from None
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = describe_validation_error(exc)
-        raise ConfigError(f"{path}: invalid configuration: {problems}") from None
+        raise ConfigError(f"{shown}: invalid configuration: {problems}") from None
 
 
 def default_gguf_path() -> Path:

@@ -190,10 +190,19 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextmanager
 def prefect_database(kind: str, pg_server: str) -> Iterator[None]:
-    """Point Prefect's temporary API server at a fresh PostgreSQL database (dropped after)."""
+    """On ``postgres``, run a Prefect API server of its own on a fresh PostgreSQL database.
+
+    The bench then measures Prefect on PostgreSQL rather than the shared local server
+    (SQLite); the server and its database are removed afterwards.
+    """
     if kind == "sqlite":
         yield
         return
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -202,15 +211,39 @@ def prefect_database(kind: str, pg_server: str) -> Iterator[None]:
     admin = parsed.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # a hex name we made: nothing to inject
-    os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = parsed.set(
-        drivername="postgresql+asyncpg", database=name, query={}
-    ).render_as_string(hide_password=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PREFECT_API_DATABASE_CONNECTION_URL": parsed.set(
+            drivername="postgresql+asyncpg", database=name, query={}
+        ).render_as_string(hide_password=False),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    server = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
     try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):  # noqa: S310 (loopback)
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the bench's Prefect server on PostgreSQL did not start") from None
+                time.sleep(0.5)
+        os.environ["PREFECT_API_URL"] = url  # before prefect is imported by the runtime
         yield
     finally:
-        from flows.engine import stop_prefect_api
-
-        stop_prefect_api()  # before dropping its database
+        server.terminate()
+        server.wait(timeout=60)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -28,16 +28,35 @@ class Outcome:
 
 
 def _runtime() -> Any:
+    """A runtime whose flows use the configured Prefect server, else the shared local one.
+
+    The local server is ensured before ``flows.engine`` imports Prefect, which reads
+    PREFECT_API_URL once at import; on later calls it is checked again (it may have been
+    stopped meanwhile) and Prefect's settings follow it.
+    """
+    import atexit
     import logging
     import os
+    import sys
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    from flows.engine import Runtime, ensure_prefect_api
+    from flows import local_server
+
+    ensured = local_server.ensure()
+    if ensured is not None and ensured.started:
+        line = local_server.announcement(ensured)
+
+        def say() -> None:  # the TUI owns the terminal: say so once the screen is restored, at exit
+            still = local_server.status().state
+            if still is not None and still.pid == ensured.state.pid:
+                print(line, file=sys.__stderr__)
+
+        atexit.register(say)
+    from flows.engine import Runtime
 
     for name in ("prefect", "instructor"):  # outcomes are recorded; keep tracebacks off the screen
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    ensure_prefect_api()
     return Runtime.open()
 
 

@@ -8,10 +8,10 @@ the ``test`` database, dropped afterwards). Each backend runs a sequential singl
 about 2 KB of messages, a raw output of about 1 KB, the raw HTTP body (about 2.5 KB), the
 expected JSON schema, sampling, parsed output and token counts.
 
-The write path follows the Store: ``Store.add_attempt(Attempt)`` once per attempt, or, when the
-Store has them, ``start_attempt(Attempt) -> id`` at request start plus
-``finish_attempt(id, **values)`` at the end (both calls timed as one attempt). ``--path``
-forces one of them; ``choose_writer`` is the one place to change.
+The write path is the engine's: ``start_attempt(fence, Attempt) -> id`` before the request
+(the step's first one writes its step run in the same commit) and ``finish_attempt(fence, id,
+**values)`` when it ends, both fenced by the instance's token (``storage.fencing``) and timed
+as one attempt.
 
 Printed: attempts/s per backend and mode, and p50 / p95 ms per attempt write.
 
@@ -41,7 +41,8 @@ from common import DEFAULT_PG, console, database_url, describe_url, print_table,
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
-    from storage.store import Store
+    from storage.models import StepRun
+    from storage.store import Fence, Store
 
 COLUMNS = (
     "backend",
@@ -69,26 +70,17 @@ class ExtractedClauses(BaseModel):
     clauses: list[Clause] = Field(min_length=1, max_length=6)
 
 
-def choose_writer(store: Store, path: str) -> tuple[str, Writer]:
-    """How attempts are written: ``add`` (one call) or ``start-finish`` (two), ``auto`` = newest."""
+def fenced_writer(store: Store, fence: Fence, run: StepRun) -> Writer:
+    """The engine's two fenced writes per attempt; the first also writes ``run``."""
     from storage.models import Attempt
 
-    start = getattr(store, "start_attempt", None)
-    finish = getattr(store, "finish_attempt", None)
-    if path == "start-finish" or (path == "auto" and start is not None and finish is not None):
-        if start is None or finish is None:
-            raise SystemExit("this Store has no start_attempt/finish_attempt; use --path add")
+    pending = [run]
 
-        def two_calls(begin: dict[str, Any], end: dict[str, Any]) -> None:
-            attempt_id = start(Attempt(**begin))
-            finish(attempt_id, **end)
+    def two_calls(begin: dict[str, Any], end: dict[str, Any]) -> None:
+        attempt_id = store.start_attempt(fence, Attempt(**begin), step_run=pending.pop() if pending else None)
+        store.finish_attempt(fence, attempt_id, **end)
 
-        return "start+finish_attempt", two_calls
-
-    def one_call(begin: dict[str, Any], end: dict[str, Any]) -> None:
-        store.add_attempt(Attempt(**begin, **end))
-
-    return "add_attempt", one_call
+    return two_calls
 
 
 def attempt_payload() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -194,20 +186,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres (default both)"
     )
     parser.add_argument("--pg-url", default=DEFAULT_PG, help=f"PostgreSQL server (default {DEFAULT_PG})")
-    parser.add_argument(
-        "--path",
-        choices=("auto", "add", "start-finish", "both"),
-        default="auto",
-        help="write path: auto = start_attempt/finish_attempt when the Store has them, else add_attempt; "
-        "both = each of add and start-finish, side by side",
-    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    paths = ["add", "start-finish"] if args.path == "both" else [args.path]
     rows: list[list[object]] = []
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         if backend not in ("sqlite", "postgres"):
@@ -217,11 +201,22 @@ def main(argv: list[str] | None = None) -> int:
             database_url(None if backend == "sqlite" else args.pg_url, Path(tmp)) as url,
         ):
             console.print(f"{backend}: {describe_url(url)}")
-            for path in paths:
-                label, results = bench_backend(url, path, args)
-                for mode, writers, count, wall, latencies in results:
-                    p50, p95, mean = summary_ms(latencies)
-                    rows.append([backend, label, mode, writers, count, wall, count / wall, p50, p95, mean])
+            for mode, writers, count, wall, latencies in bench_backend(url, args):
+                p50, p95, mean = summary_ms(latencies)
+                rows.append(
+                    [
+                        backend,
+                        "start+finish_attempt",
+                        mode,
+                        writers,
+                        count,
+                        wall,
+                        count / wall,
+                        p50,
+                        p95,
+                        mean,
+                    ]
+                )
     print_table(
         f"attempt writes, each committed on its own (~{row_kib():.1f} KiB of text per row)",
         COLUMNS,
@@ -236,25 +231,27 @@ def row_kib() -> float:
     return len(json.dumps({**begin, **end}, default=str)) / 1024
 
 
-def bench_backend(
-    url: str, path: str, args: argparse.Namespace
-) -> tuple[str, list[tuple[str, int, int, float, list[float]]]]:
+def bench_backend(url: str, args: argparse.Namespace) -> list[tuple[str, int, int, float, list[float]]]:
     from storage.db import open_engine
-    from storage.store import Store
+    from storage.models import StepRun
+    from storage.store import Fence, Store
 
     store = Store(open_engine(url))
     try:
-        label, write = choose_writer(store, path)
         begin, end = attempt_payload()
         version = store.prompt_version(
             "extract-clauses", "system", "Contract: $title\n\n$text", "b" * 64, "bench"
         )
-        instance = store.create_instance("bench-storage", {"title": "MSA"}, "bench")
+        instance = store.create_instance("bench-storage", {"title": "MSA"}, "bench", worker="bench")
+        fence = Fence(instance.id, instance.fence)
         runs = iter(range(1_000_000))
 
         def new_writer() -> Callable[[], float]:
             """A step run of its own, and a function writing its next attempt (ms taken)."""
-            run = store.start_step_run(instance.id, "extract-clauses", next(runs), {"title": "MSA"})
+            run = StepRun(
+                instance_id=instance.id, step="extract-clauses", index=next(runs), input={"title": "MSA"}
+            )
+            write = fenced_writer(store, fence, run)
             numbers = iter(range(1, 1_000_000))
             ids = {"instance_id": instance.id, "step_run_id": run.id, "prompt_version_id": version}
 
@@ -308,9 +305,9 @@ def bench_backend(
         stored = store.count_attempts(instance.id)
         if stored != expected:
             raise SystemExit(f"expected {expected} attempt rows, found {stored}")
-        return label, results
+        return results
     finally:
-        store.engine.dispose()
+        store.close()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Many instances of one workflow, from a folder of JSON files or a JSONL file, run concurrently.
 
-Every item stands alone: a file that is not JSON, is too large, or does not
-match the workflow's input model fails with a message naming it, and the rest
-of the batch goes on. Used by ``stepline run --input <folder|file.jsonl>`` and
-by the scheduled runs of ``stepline serve``.
+Every item stands alone: a file that is not JSON, is too large or too deeply
+nested (the limits of ``flows.inputs``), or does not match the workflow's input
+model fails with a message naming it, and the rest of the batch goes on. Used
+by ``stepline run --input <folder|file.jsonl>`` and by the scheduled runs of
+``stepline serve``.
 
 Stopping (``cancel`` set, or Ctrl-C in the calling thread) starts no new
 item; instances already running pause before their next step, so each ends
@@ -13,10 +14,9 @@ completed, needs_review or paused, and a replay resumes the paused ones.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +25,18 @@ from typing import Any
 from pydantic import BaseModel
 
 from flows.engine import Runtime, ensure_prefect_api
+from flows.inputs import (
+    MAX_INPUT_BYTES,
+    is_utf8_name,
+    jsonl_lines,
+    parse_json,
+    read_file,
+    shown_path,
+    too_large,
+)
 from flows.instances import RunResult, check_workflow, interrupt, parse_input, run_workflow
 from flows.workflow import Workflow
-from steps.errors import InputError, StepLineError, describe_json_error
+from steps.errors import InputError, StepLineError
 
 __all__ = [
     "MAX_ITEM_BYTES",
@@ -39,8 +48,8 @@ __all__ = [
     "run_batch",
 ]
 
-MAX_ITEM_BYTES = 1024 * 1024
-"""The largest single input, so that one stray file cannot exhaust memory or the context window."""
+MAX_ITEM_BYTES = MAX_INPUT_BYTES
+"""The largest single input: the same for a batch item as for a single file or stdin."""
 
 REJECTED = "rejected"
 """An item that never became an instance: unreadable, not JSON, too large, or the wrong shape."""
@@ -50,6 +59,8 @@ NOT_STARTED = "not_started"
 """An item the batch did not reach because it was stopped."""
 CRASHED = "crashed"
 """An instance whose workflow raised (recorded on the instance as failed)."""
+SUPERSEDED = "superseded"
+"""An instance this process lost mid-run (judged dead and handed on): it stopped writing."""
 
 
 @dataclass(frozen=True)
@@ -108,67 +119,77 @@ def read_items(path: Path) -> list[BatchItem]:
     """The inputs in a folder (each file one JSON input; ``.jsonl`` files one per line) or JSONL file.
 
     Hidden files and subfolders of a folder are left alone, so processed or
-    rejected files can be moved into a subfolder.
+    rejected files can be moved into a subfolder. Every item is read with the
+    limits of ``flows.inputs``; one that breaks them, or whose file name is not
+    UTF-8 (it could not be recorded), is an item with an error, not a failed batch.
     """
-    if path.is_dir():
-        items: list[BatchItem] = []
-        for child in sorted(path.iterdir()):
-            if child.name.startswith(".") or not child.is_file():
-                continue
-            items.extend(_read_jsonl(child) if child.suffix.lower() == ".jsonl" else [_read_file(child)])
-        return items
-    if not path.exists():
-        raise InputError(f"input {path} does not exist; pass a folder of JSON files or a JSONL file")
-    return list(_read_jsonl(path))
+    if not is_utf8_name(path):
+        raise InputError(
+            f"{shown_path(path)} has a name that is not UTF-8; names are recorded as text: rename it"
+        )
+    try:
+        if path.is_dir():
+            return _read_folder(path)
+        if not path.exists():
+            raise InputError(
+                f"input {shown_path(path)} does not exist; pass a folder of JSON files or a JSONL file"
+            )
+    except OSError as exc:
+        raise InputError(f"cannot read {shown_path(path)}: {exc.strerror or exc}; check the path") from None
+    return _read_jsonl(path)
+
+
+def _read_folder(path: Path) -> list[BatchItem]:
+    items: list[BatchItem] = []
+    for child in sorted(path.iterdir()):
+        if child.name.startswith(".") or not child.is_file():
+            continue
+        if not is_utf8_name(child):
+            shown = shown_path(child)
+            error = f"file {shown} has a name that is not UTF-8; names are recorded as text: rename it"
+            items.append(BatchItem(shown, error=error))
+        elif child.suffix.lower() == ".jsonl":
+            try:
+                items.extend(_read_jsonl(child))
+            except InputError as exc:  # this file fails alone
+                items.append(BatchItem(str(child), error=exc.message))
+        else:
+            items.append(_read_file(child))
+    return items
 
 
 def _read_file(path: Path) -> BatchItem:
-    source = str(path)
+    source, where = str(path), f"file {shown_path(path)}"
     try:
-        size = path.stat().st_size
-        if size > MAX_ITEM_BYTES:
-            return BatchItem(source, error=_too_large(f"file {source}", size))
-        data = path.read_bytes()
-    except OSError as exc:
-        return BatchItem(source, error=f"cannot read {source}: {exc.strerror or exc}")
-    return _parse(source, f"file {source}", data)
+        data = read_file(path, where, hint="it was moved while the batch was read")
+    except InputError as exc:
+        return BatchItem(source, error=exc.message)
+    return _parse(source, where, data)
 
 
-def _read_jsonl(path: Path) -> Iterator[BatchItem]:
+def _read_jsonl(path: Path) -> list[BatchItem]:
+    items: list[BatchItem] = []
     try:
-        handle = path.open("rb")
+        with path.open("rb") as handle:
+            for number, line, size in jsonl_lines(handle):
+                source, where = f"{path}:{number}", f"line {number} of {shown_path(path)}"
+                if line is None:
+                    items.append(BatchItem(source, error=too_large(where, size).message))
+                elif line.strip():
+                    items.append(_parse(source, where, line.strip()))
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            source = f"{path}:{number}"
-            if len(line) > MAX_ITEM_BYTES:
-                yield BatchItem(source, error=_too_large(f"line {number} of {path}", len(line)))
-            elif line.strip():
-                yield _parse(source, f"line {number} of {path}", line.strip())
+        raise InputError(
+            f"cannot read {shown_path(path)}: {exc.strerror or exc}; check that it is a readable file"
+        ) from None
+    return items
 
 
 def _parse(source: str, where: str, data: bytes) -> BatchItem:
     digest = hashlib.sha256(data).hexdigest()
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return BatchItem(source, error=f"{where} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON")
-    try:
-        return BatchItem(source, payload=json.loads(text), digest=digest)
-    except json.JSONDecodeError as exc:
-        return BatchItem(
-            source,
-            error=f"{where} is not valid JSON: {describe_json_error(exc)}",
-            digest=digest,
-        )
-
-
-def _too_large(where: str, size: int) -> str:
-    return (
-        f"{where} is {size / 1024 / 1024:.1f} MiB; one input may be at most "
-        f"{MAX_ITEM_BYTES // 1024 // 1024} MiB: trim it or split it into several inputs"
-    )
+        return BatchItem(source, payload=parse_json(data, where), digest=digest)
+    except InputError as exc:
+        return BatchItem(source, error=exc.message, digest=digest)
 
 
 def run_batch(
@@ -291,7 +312,7 @@ def run_batch(
 def _outcome(item: BatchItem, result: RunResult) -> ItemOutcome:
     return ItemOutcome(
         item,
-        result.status.value,
+        SUPERSEDED if result.superseded else result.status.value,
         instance_id=result.instance_id,
         failed_step=result.failed_step,
         failure_class=result.failure_class,

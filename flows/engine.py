@@ -12,10 +12,11 @@ Which instance a step belongs to travels in a context variable set by
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
+import logging
 import math
-import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -23,22 +24,22 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from unittest import mock
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import BaseModel
 
+from flows import local_server
 from flows.recovery import Heartbeat
 from steps.definition import Prompt, Step
-from steps.errors import FailureClass, StepFailed, StepLineError
+from steps.errors import FailureClass, StepFailed, StepLineError, Superseded
 from steps.providers import ProviderPool
 from steps.runtime import AttemptRecord, StepExecutor
 from steps.settings import Settings, load_settings
 from storage.db import open_engine
 from storage.models import Attempt, StepRun, StepRunStatus
-from storage.store import Store
+from storage.store import Fence, LeaseLost, StorageError, Store
 
 __all__ = [
     "SCOPE",
@@ -46,7 +47,6 @@ __all__ = [
     "Scope",
     "ensure_prefect_api",
     "run_step",
-    "stop_prefect_api",
     "with_current_prompt",
 ]
 
@@ -86,10 +86,10 @@ class Runtime:
         )
 
     def close(self) -> None:
-        """Stop renewing leases; release provider connections and database connections."""
+        """Stop renewing leases; release provider connections and this process's shared engine."""
         self.heartbeat.stop()
         self.executor.close()
-        self.store.engine.dispose()
+        self.store.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -111,7 +111,10 @@ class _Cached:
     def __call__(self) -> dict[str, float]:
         with self._lock:
             if time.monotonic() - self._at > self._ttl:
-                self._value = self._query()
+                try:
+                    self._value = self._query()
+                except StorageError as exc:  # routing then goes on what it knew: not worth a stop
+                    _log.warning("could not read observed latencies: %s", exc)
                 self._at = time.monotonic()
             return self._value
 
@@ -121,7 +124,8 @@ class Scope:
     """One flow run of one instance: where its step runs and attempts are recorded."""
 
     runtime: Runtime
-    instance_id: str
+    fence: Fence
+    """The token this run holds the instance under: every write it makes names it."""
     generation: int = 0
     reusable: dict[tuple[str, int], Any] = field(default_factory=dict)
     """Outputs known from earlier generations, by (step, index): not recomputed."""
@@ -135,12 +139,26 @@ class Scope:
     counts: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def instance_id(self) -> str:
+        return self.fence.instance_id
+
     def next_index(self, step: str) -> int:
         with self.lock:
             index = self.counts[step]
             self.counts[step] += 1
             return index
 
+    def check_held(self, step: str) -> None:
+        """Stop before ``step`` if the heartbeat found this run's lease handed on."""
+        if self.runtime.heartbeat.is_lost(self.instance_id):
+            raise Superseded(
+                f"instance {self.instance_id} changed hands (its lease lapsed and it was recovered "
+                f"or replayed elsewhere); this process stopped before step {step!r}"
+            )
+
+
+_log = logging.getLogger("stepline")
 
 SCOPE: ContextVar[Scope | None] = ContextVar("stepline_instance", default=None)
 _TASKS: dict[int, Task[..., Any]] = {}
@@ -155,11 +173,17 @@ class _StoreSink:
     successful attempt's outcome travels with the step run's finish, which
     follows it with no I/O in between. A crash in that window leaves the
     attempt in flight, so recovery marks it and a replay asks again.
+
+    Every write is fenced by the scope's token. Once one is refused
+    (``LeaseLost``) the sink raises ``Superseded`` and keeps the late answer,
+    if one came, only as a superseded attempt for audit.
     """
 
-    def __init__(self, store: Store, author: str, run: StepRun) -> None:
-        self.store = store
-        self.author = author
+    def __init__(self, scope: Scope, run: StepRun) -> None:
+        self.store = scope.runtime.store
+        self.author = scope.runtime.settings.author
+        self.fence = scope.fence
+        self.generation = scope.generation
         self.run = run
         self.written = False
         self.count = 0
@@ -170,24 +194,27 @@ class _StoreSink:
         return self.store.prompt_version(step, prompt.system, prompt.user, prompt.content_hash, self.author)
 
     def attempt_started(self, record: AttemptRecord) -> str:
-        attempt_id = self.store.start_attempt(
-            Attempt(
-                instance_id=self.run.instance_id,
-                step_run_id=self.run.id,
-                step=record.step,
-                attempt_number=record.attempt_number,
-                provider=record.provider,
-                model_id=record.model_id,
-                provider_model=record.provider_model,
-                routing_reason=record.routing_reason,
-                prompt_version_id=record.prompt_version_id,
-                sampling=record.sampling,
-                request_messages=record.request_messages,
-                wait_s=record.wait_s,
-                started_at=record.started_at,
-            ),
-            step_run=None if self.written else self.run,
+        attempt = Attempt(
+            instance_id=self.run.instance_id,
+            step_run_id=self.run.id,
+            step=record.step,
+            attempt_number=record.attempt_number,
+            provider=record.provider,
+            model_id=record.model_id,
+            provider_model=record.provider_model,
+            routing_reason=record.routing_reason,
+            prompt_version_id=record.prompt_version_id,
+            sampling=record.sampling,
+            request_messages=record.request_messages,
+            wait_s=record.wait_s,
+            started_at=record.started_at,
         )
+        try:
+            attempt_id = self.store.start_attempt(
+                self.fence, attempt, step_run=None if self.written else self.run
+            )
+        except LeaseLost as exc:
+            raise self._superseded(exc) from None
         self.written = True
         return attempt_id
 
@@ -212,51 +239,63 @@ class _StoreSink:
         }
         if record.ok:  # the step ends now: written with the step run's finish
             self.deferred = (record.attempt_id, outcome)
-        else:
-            self.store.finish_attempt(record.attempt_id, **outcome)
+            return
+        try:
+            self.store.finish_attempt(self.fence, record.attempt_id, **outcome)
+        except LeaseLost as exc:
+            self._keep_late_answer(record.attempt_id, outcome)
+            raise self._superseded(exc) from None
 
     def finish(self, status: StepRunStatus, *, output: Any = None, failure_class: str | None = None) -> None:
-        self.store.finish_step_run(
-            self.run.id,
-            status,
-            attempts=self.count,
-            model_id=self.model_id,
-            output=output,
-            failure_class=failure_class,
-            insert=None if self.written else self.run,
-            last_attempt=self.deferred,
-        )
+        deferred, self.deferred = self.deferred, None
+        try:
+            self.store.finish_step_run(
+                self.fence,
+                self.run.id,
+                status,
+                attempts=self.count,
+                model_id=self.model_id,
+                output=output,
+                failure_class=failure_class,
+                insert=None if self.written else self.run,
+                last_attempt=deferred,
+            )
+        except LeaseLost as exc:
+            if deferred is not None:
+                self._keep_late_answer(*deferred)
+            raise self._superseded(exc) from None
         self.written = True
-        self.deferred = None
+
+    def _keep_late_answer(self, attempt_id: str, outcome: dict[str, Any]) -> None:
+        try:
+            self.store.record_late_answer(attempt_id, self.generation, outcome)
+        except StorageError as exc:  # audit only: the instance is someone else's either way
+            _log.warning("could not keep a late answer for audit: %s", exc)
+
+    def _superseded(self, exc: LeaseLost) -> Superseded:
+        return Superseded(
+            f"instance {exc.instance_id} changed hands while this process ran step {self.run.step!r} "
+            "(its lease lapsed and it was recovered or replayed elsewhere); this process stopped "
+            "and wrote nothing more for it"
+        )
 
 
 def ensure_prefect_api() -> None:
-    """Start Prefect's temporary API server now, when no server is configured.
+    """Make sure this process talks to a Prefect API server before flows run.
 
-    Prefect 3.9 starts it lazily on a flow's first call, and two problems follow,
-    neither with a setting to avoid it, hence this:
-
-    - the start is not thread-safe: flows called from several threads at once
-      race, and the losers fail with "Server process did not start";
-    - the server is a child in our process group, so a terminal's Ctrl-C stops
-      it under the flows still running, which then hang retrying the API.
-      Started here in a session of its own, it stops only with this process.
+    The configured one (PREFECT_API_URL, a Prefect profile) if any, else Stepline's shared
+    local server (``flows.local_server``), started on first need. Commands point Prefect at it
+    before importing Prefect; this covers callers that imported it first (library use, the
+    benchmarks). Without it Prefect would start its own temporary server in this process: not
+    thread-safe to start, 10-15 s per process, and left running when the process is killed.
     """
-    from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
     if PREFECT_API_URL.value():
         return
-    detached = functools.partial(subprocess.Popen, start_new_session=True)
-    with mock.patch("subprocess.Popen", detached), get_client(sync_client=True) as client:
-        client.api_healthcheck()
-
-
-def stop_prefect_api() -> None:
-    """Stop the temporary server now, for a process about to end without running atexit hooks."""
-    from prefect.server.api.server import SubprocessASGIServer
-
-    SubprocessASGIServer().stop()
+    ensured = local_server.ensure()  # Prefect is loaded: its settings are refreshed to the URL
+    if ensured is not None and ensured.started:
+        print(local_server.announcement(ensured), file=sys.stderr)
 
 
 def _scope() -> Scope:
@@ -264,7 +303,7 @@ def _scope() -> Scope:
     if scope is None:
         raise StepLineError(
             "run_step was called outside a workflow instance; start flows with "
-            "flows.run_workflow(...) or `stepline run`"
+            "flows.instances.run_workflow(...) or `stepline run`"
         )
     return scope
 
@@ -293,15 +332,28 @@ def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
         input=inputs.model_dump(mode="json"),
         generation=scope.generation,
     )
-    sink = _StoreSink(store, scope.runtime.settings.author, run)
+    sink = _StoreSink(scope, run)
     try:
         output = scope.runtime.executor.run(step, inputs, sink)
+    except Superseded:
+        raise  # the instance is someone else's now: nothing more is written
     except BaseException as exc:
         failure = exc.failure.value if isinstance(exc, StepFailed) else None
-        sink.finish(StepRunStatus.FAILED, failure_class=failure)
         scope.failed_run = run
+        # If this write fails, the instance's own stop closes the run (``finish_instance``),
+        # or recovery does.
+        with contextlib.suppress(StorageError):
+            sink.finish(StepRunStatus.FAILED, failure_class=failure)
         raise
-    sink.finish(StepRunStatus.COMPLETED, output=output.model_dump(mode="json"))
+    try:
+        sink.finish(StepRunStatus.COMPLETED, output=output.model_dump(mode="json"))
+    except StorageError as exc:
+        scope.failed_run = run
+        raise StepFailed(
+            f"step {step.name!r} answered but its output could not be recorded: {exc}",
+            step=step.name,
+            failure=FailureClass.STORAGE,
+        ) from None
     return output
 
 
@@ -328,7 +380,17 @@ def run_step(step: Step[Any, OutT], inputs: BaseModel) -> OutT:
         context = FlowRunContext.get()
         if context is not None and context.flow_run is not None:
             scope.flow_run_id = str(context.flow_run.id)
-            scope.runtime.store.set_flow_run(scope.instance_id, scope.flow_run_id)
+            try:
+                scope.runtime.store.set_flow_run(scope.fence, scope.flow_run_id)
+            except LeaseLost:
+                scope.check_held(step.name)
+                raise Superseded(f"instance {scope.instance_id} changed hands before it started") from None
+            except StorageError as exc:
+                raise StepFailed(
+                    f"could not record the flow run before step {step.name!r}: {exc}",
+                    step=step.name,
+                    failure=FailureClass.STORAGE,
+                ) from None
     index = scope.next_index(step.name)
     known = scope.reusable.get((step.name, index))
     if known is not None:  # replay: completed before (or approved by a reviewer)
@@ -339,6 +401,7 @@ def run_step(step: Step[Any, OutT], inputs: BaseModel) -> OutT:
             step=step.name,
             failure=FailureClass.INTERRUPTED,
         )
+    scope.check_held(step.name)
     scope.current_step = step.name
     if scope.on_step is not None:
         scope.on_step(step.name)

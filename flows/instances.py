@@ -20,8 +20,10 @@ without calling a provider, so only the failed step (or the one named with
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from flows.engine import SCOPE, Runtime, Scope
+from flows.inputs import check_payload, id_problem
 from flows.notify import notify_owner
 from flows.recovery import LostInstance, is_lost, recover
 from flows.registry import get_workflow
@@ -41,10 +44,12 @@ from steps.errors import (
     InputError,
     StepFailed,
     StepLineError,
+    Superseded,
     describe_validation_error,
 )
 from steps.routing import choose_route
 from storage.models import InstanceStatus, ReviewItem, ReviewStatus, WorkflowInstance
+from storage.store import Claim, Fence, LeaseLost, StorageError
 
 __all__ = [
     "REVIEW_FAILURES",
@@ -61,6 +66,8 @@ __all__ = [
     "run_queued",
     "run_workflow",
 ]
+
+_log = logging.getLogger("stepline")
 
 REVIEW_FAILURES = frozenset({FailureClass.SCHEMA_INVALID, FailureClass.TRUNCATED, FailureClass.REFUSED})
 """Failures about the output itself: a person can judge or correct it."""
@@ -83,10 +90,14 @@ class RunResult:
     failure_class: str | None = None
     error: str | None = None
     review_id: str | None = None
+    superseded: bool = False
+    """This process lost the instance mid-run (judged dead, handed on) and stopped writing;
+    ``status`` is what the instance's current holder made of it, as read afterwards."""
 
 
 def parse_input(workflow: Workflow, payload: Mapping[str, Any] | BaseModel, where: str) -> BaseModel:
     """The payload as the workflow's input model, or an ``InputError`` naming each bad field."""
+    check_payload(payload, where)  # what no store can hold (NUL, depth, huge numbers), from any caller
     if isinstance(payload, workflow.input_model):
         return payload
     try:
@@ -136,12 +147,12 @@ def run_workflow(
     )
     if on_created is not None:
         on_created(instance.id)
-    scope = Scope(runtime, instance.id, on_step=on_step, cancel=cancel)
+    scope = Scope(runtime, Fence(instance.id, instance.fence), on_step=on_step, cancel=cancel)
     return _run(workflow, inputs, runtime, scope, instance.owner)
 
 
 def run_queued(
-    instance_id: str,
+    fence: Fence,
     runtime: Runtime,
     *,
     on_step: Callable[[str], None] | None = None,
@@ -154,7 +165,8 @@ def run_queued(
     (its workflow unknown to this worker, its stored input no longer valid)
     fails with the reason rather than waiting forever.
     """
-    if not runtime.store.start_queued(instance_id, runtime.worker):
+    instance_id = fence.instance_id
+    if not runtime.store.start_queued(fence, runtime.worker):
         return None
     instance = runtime.store.get_instance(instance_id)
     assert instance is not None  # just claimed
@@ -163,14 +175,17 @@ def run_queued(
         check_workflow(workflow, runtime)
         inputs = parse_input(workflow, instance.input, f"the stored input of instance {instance.id}")
     except StepLineError as exc:
-        runtime.store.finish_instance(
-            instance_id,
-            InstanceStatus.FAILED,
-            failure_class="unknown",
-            error=f"could not start on {runtime.worker}: {exc.message}",
-        )
+        try:
+            runtime.store.finish_instance(
+                fence,
+                InstanceStatus.FAILED,
+                failure_class=FailureClass.UNKNOWN.value,
+                error=f"could not start on {runtime.worker}: {exc.message}",
+            )
+        except LeaseLost:
+            return None
         return RunResult(instance_id, InstanceStatus.FAILED, error=exc.message)
-    scope = Scope(runtime, instance_id, on_step=on_step, cancel=cancel)
+    scope = Scope(runtime, fence, on_step=on_step, cancel=cancel)
     return _run(workflow, inputs, runtime, scope, instance.owner)
 
 
@@ -194,33 +209,41 @@ def replay(
             )
     check_workflow(workflow, runtime)
     inputs = parse_input(workflow, instance.input, f"the stored input of instance {instance.id}")
-    generation = _claim(runtime, instance.id, allow_completed=from_step is not None)
+    claim = _claim(runtime, instance.id, allow_completed=from_step is not None)
     try:
         if from_step is not None:
-            runtime.store.supersede_from(instance.id, from_step)
+            runtime.store.supersede_from(claim.fence, from_step)
         reusable = runtime.store.reusable_outputs(instance.id)
-    except BaseException as exc:  # claimed: never leave it looking "running"
-        runtime.store.finish_instance(
-            instance.id,
-            InstanceStatus.FAILED,
-            failure_class="unknown",
-            error=f"replay could not start: {exc}",
-        )
+    except StorageError as exc:  # claimed: never leave it looking "running"
+        _pause_unstarted(runtime, claim.fence, workflow.steps[0].name, exc)
         raise
-    scope = Scope(runtime, instance.id, generation=generation, reusable=reusable, on_step=on_step)
+    scope = Scope(runtime, claim.fence, generation=claim.generation, reusable=reusable, on_step=on_step)
     return _run(workflow, inputs, runtime, scope, instance.owner)
 
 
-def _claim(runtime: Runtime, instance_id: str, *, allow_completed: bool) -> int:
-    """The instance, moved back to running for this process; its new generation.
+def _pause_unstarted(runtime: Runtime, fence: Fence, step: str, exc: StorageError) -> None:
+    """Pause a claimed replay that could not start because the database failed (best effort:
+    if this fails too, the lease lapses and recovery pauses it)."""
+    with contextlib.suppress(StorageError):
+        runtime.store.finish_instance(
+            fence,
+            InstanceStatus.PAUSED,
+            failed_step=step,
+            failure_class=FailureClass.STORAGE.value,
+            error=f"the replay could not start: {exc}",
+        )
+
+
+def _claim(runtime: Runtime, instance_id: str, *, allow_completed: bool) -> Claim:
+    """The instance, moved back to running for this process: its new generation and token.
 
     A running instance whose worker is judged dead (see ``flows.recovery``)
     is recovered first, so a replay is all it takes after a crash.
     """
     store = runtime.store
-    generation = store.claim_for_replay(instance_id, allow_completed=allow_completed, worker=runtime.worker)
-    if generation is not None:
-        return generation
+    claim = store.claim_for_replay(instance_id, allow_completed=allow_completed, worker=runtime.worker)
+    if claim is not None:
+        return claim
     current = store.get_instance(instance_id)
     if current is not None and current.held:
         reason = is_lost(current, runtime.settings.workers.lease_s)
@@ -232,11 +255,9 @@ def _claim(runtime: Runtime, instance_id: str, *, allow_completed: bool) -> int:
                 f"process is gone, replay again after {runtime.settings.workers.lease_s:g} s"
             )
         recover(store, runtime.settings, LostInstance(current, reason))
-        generation = store.claim_for_replay(
-            instance_id, allow_completed=allow_completed, worker=runtime.worker
-        )
-        if generation is not None:
-            return generation
+        claim = store.claim_for_replay(instance_id, allow_completed=allow_completed, worker=runtime.worker)
+        if claim is not None:
+            return claim
         current = store.get_instance(instance_id)
     status = current.status if current else "gone"
     hints = {
@@ -315,6 +336,9 @@ def reject_review(review_id: str, runtime: Runtime, *, by: str, note: str | None
 
 
 def _instance(runtime: Runtime, instance_id: str) -> WorkflowInstance:
+    problem = id_problem("instance", instance_id, "stepline instances")
+    if problem is not None:  # never send a 100,000-character or non-hex "id" to the database
+        raise InputError(problem)
     found = runtime.store.find_instance(instance_id)
     if not found:
         raise InputError(f"no instance with id {instance_id!r}; list them with `stepline instances`")
@@ -334,6 +358,9 @@ def _decided_elsewhere(runtime: Runtime, item: ReviewItem) -> str:
 
 
 def _open_review(runtime: Runtime, review_id: str) -> ReviewItem:
+    problem = id_problem("review", review_id, "stepline review list")
+    if problem is not None:
+        raise ReviewError(problem)
     try:
         item = runtime.store.get_review(review_id)
     except LookupError as exc:
@@ -353,9 +380,11 @@ def _step_of(workflow: Workflow, name: str) -> Step[Any, Any]:
 
 
 def _run(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, owner: str) -> RunResult:
-    runtime.heartbeat.hold(scope.instance_id)
+    runtime.heartbeat.hold(scope.instance_id, scope.fence.token)
     try:
         return _run_held(workflow, inputs, runtime, scope, owner)
+    except (Superseded, LeaseLost) as exc:
+        return _superseded(runtime, scope, exc)
     finally:
         runtime.heartbeat.release(scope.instance_id)
 
@@ -369,6 +398,8 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
                 f"workflow {workflow.name!r} returned {type(output).__name__}, "
                 f"not its output model {workflow.output_model.__name__}"
             )
+    except (Superseded, LeaseLost):
+        raise
     except StepFailed as exc:
         return _stopped(workflow, runtime, scope, owner, exc)
     except KeyboardInterrupt:
@@ -381,8 +412,13 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
             # Prefect's temporary server): a crash now is the stop's doing, and resumable.
             interrupt(runtime, scope.instance_id)
             return _interrupted(scope, exc)
+        step = scope.current_step or workflow.steps[0].name
+        if isinstance(exc, StorageError):  # the database failed outside a step's own writes
+            stopped = StepFailed(
+                f"the database failed at step {step!r}: {exc}"[:1000], step=step, failure=FailureClass.STORAGE
+            )
+            return _stopped(workflow, runtime, scope, owner, stopped)
         if _orchestrator_down(exc):
-            step = scope.current_step or workflow.steps[0].name
             stopped = StepFailed(
                 f"Prefect's API failed at step {step!r}: {type(exc).__name__}: {exc}"[:1000],
                 step=step,
@@ -390,18 +426,44 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
             )
             return _stopped(workflow, runtime, scope, owner, stopped)
         runtime.store.finish_instance(
-            scope.instance_id,
+            scope.fence,
             InstanceStatus.FAILED,
-            failure_class="unknown",
+            failed_step=scope.current_step,
+            failure_class=FailureClass.UNKNOWN.value,
             error=f"{type(exc).__name__}: {exc}",
         )
         raise
     finally:
         SCOPE.reset(token)
     runtime.store.finish_instance(
-        scope.instance_id, InstanceStatus.COMPLETED, output=output.model_dump(mode="json")
+        scope.fence, InstanceStatus.COMPLETED, output=output.model_dump(mode="json")
     )
     return RunResult(scope.instance_id, InstanceStatus.COMPLETED, output)
+
+
+def _superseded(runtime: Runtime, scope: Scope, exc: BaseException) -> RunResult:
+    """What a run that lost its instance reports: nothing written, and the instance as it is now."""
+    try:
+        now = runtime.store.get_instance(scope.instance_id)
+    except StorageError:
+        now = None
+    status = InstanceStatus(now.status) if now is not None else InstanceStatus.PAUSED
+    holder = (
+        f" (now {now.status}, generation {now.generation}, held by {now.worker or 'no one'})" if now else ""
+    )
+    message = (
+        f"this process lost instance {scope.instance_id}{holder}: it was judged dead and the instance "
+        "handed on, so it stopped and wrote nothing more"
+    )
+    _log.warning("%s (%s)", message, exc)
+    return RunResult(
+        scope.instance_id,
+        status,
+        failed_step=scope.current_step,
+        failure_class=FailureClass.SUPERSEDED.value,
+        error=message,
+        superseded=True,
+    )
 
 
 def _orchestrator_down(exc: BaseException) -> bool:
@@ -427,6 +489,7 @@ def interrupt(runtime: Runtime, instance_id: str) -> bool:
     """Pause a running instance because its process is being stopped; a replay resumes it."""
     return runtime.store.interrupt_instance(
         instance_id,
+        worker=runtime.worker,
         failure_class=FailureClass.INTERRUPTED.value,
         error="stopped by the operator (Ctrl-C) mid-step; `stepline replay` resumes from that step",
     )
@@ -441,34 +504,45 @@ def _interrupted(scope: Scope, exc: Exception) -> RunResult:
 
 
 def _stopped(workflow: Workflow, runtime: Runtime, scope: Scope, owner: str, exc: StepFailed) -> RunResult:
-    """Park the instance where a person can act, and tell its owner."""
+    """Park the instance where a person can act, and tell its owner.
+
+    The outcome and the review item are one fenced transaction; a run that lost
+    the instance meanwhile writes neither (``LeaseLost``) and notifies no one.
+    """
     store = runtime.store
-    review_id = None
+    review = None
     run = scope.failed_run
     if exc.failure in REVIEW_FAILURES and run is not None:
         last = store.last_attempt(run.id)
-        review_id = store.add_review(
-            ReviewItem(
-                instance_id=scope.instance_id,
-                step_run_id=run.id,
-                step=run.step,
-                index=run.index,
-                failure_class=exc.failure.value,
-                raw_output=last.raw_output if last else exc.raw_output,
-                expected_schema=last.expected_schema if last else None,
-                validation_errors=last.validation_errors if last else None,
-            )
-        ).id
+        review = ReviewItem(
+            instance_id=scope.instance_id,
+            step_run_id=run.id,
+            step=run.step,
+            index=run.index,
+            failure_class=exc.failure.value,
+            raw_output=last.raw_output if last else exc.raw_output,
+            expected_schema=last.expected_schema if last else None,
+            validation_errors=last.validation_errors if last else None,
+        )
         status = InstanceStatus.NEEDS_REVIEW
-        action = f"review it: stepline review approve {review_id[:12]} --output <corrected.json>"
+        action = f"review it: stepline review approve {review.id[:12]} --output <corrected.json>"
     else:
         status = InstanceStatus.PAUSED
         action = f"when the cause is fixed: stepline replay {scope.instance_id[:12]}"
     store.finish_instance(
-        scope.instance_id, status, failed_step=exc.step, failure_class=exc.failure.value, error=exc.message
+        scope.fence,
+        status,
+        failed_step=exc.step,
+        failure_class=exc.failure.value,
+        error=exc.message,
+        review=review,
     )
     if exc.failure is not FailureClass.INTERRUPTED:  # the operator stopped it: they know
-        _notify_stop(runtime, workflow, scope, owner, exc, status, action)
+        try:
+            _notify_stop(runtime, workflow, scope, owner, exc, status, action)
+        except StorageError as error:  # a notification never fails the instance it is about
+            _log.warning("could not record the notification for %s: %s", scope.instance_id, error)
+    review_id = review.id if review is not None else None
     return RunResult(
         scope.instance_id, status, None, exc.step, exc.failure.value, exc.message, review_id=review_id
     )
@@ -490,6 +564,7 @@ def _notify_stop(
         owner=owner,
         event=status.value,
         title=f"[stepline] {workflow.name} {scope.instance_id[:12]} {status.value} at {exc.step}",
+        fence=scope.fence,
         body=json.dumps(
             {
                 "instance": scope.instance_id,

@@ -12,7 +12,7 @@ from string import Template
 
 from steps.settings import NotifyConfig
 from storage.models import Notification
-from storage.store import Store
+from storage.store import Fence, Store
 
 __all__ = ["notify_owner"]
 
@@ -24,13 +24,30 @@ def _target_label(url: str) -> str:
 
 
 def notify_owner(
-    store: Store, config: NotifyConfig, *, instance_id: str, owner: str, event: str, title: str, body: str
+    store: Store,
+    config: NotifyConfig,
+    *,
+    instance_id: str,
+    owner: str,
+    event: str,
+    title: str,
+    body: str,
+    fence: Fence | None = None,
 ) -> list[Notification]:
-    """Send ``title``/``body`` to every target for ``owner``; one persisted row per target."""
+    """Send ``title``/``body`` to every target for ``owner``; one persisted row per target.
+
+    ``fence`` is the token of the worker sending it: a worker that lost the
+    instance sends nothing (``LeaseLost``), and its records are fenced.
+    """
+    targets = config.targets_for(owner)
+    if not targets:
+        return []
     import apprise
 
+    if fence is not None:
+        store.check_lease(fence)
     sent = []
-    for raw_url in config.targets_for(owner):
+    for raw_url in targets:
         url = Template(raw_url).safe_substitute(os.environ)
         row = Notification(
             instance_id=instance_id, event=event, target=_target_label(raw_url), title=title, body=body
@@ -45,6 +62,6 @@ def notify_owner(
                     row.error = "the target did not accept the message"
         except Exception as exc:
             row.error = f"{type(exc).__name__}: {exc}"[:1000]
-        store.add_notification(row)
+        store.add_notification(row, fence)
         sent.append(row)
     return sent

@@ -100,7 +100,7 @@ def recover(store: Store, settings: Settings, lost: LostInstance) -> bool:
     instance = lost.instance
     recovered = store.recover_lost(
         instance.id,
-        worker=instance.worker,
+        fence=instance.fence,
         heartbeat_at=instance.heartbeat_at,
         failure_class=FailureClass.WORKER_LOST.value,
         error=f"{lost.reason}; `stepline replay {instance.id[:12]}` "
@@ -132,7 +132,10 @@ class Heartbeat:
     """Renews this process's lease on the instances it runs, from a daemon thread.
 
     A thread rather than a hook on each step: a single model call (a slow
-    local model, a long retry-after) can outlast the lease.
+    local model, a long retry-after) can outlast the lease. Each beat reads
+    back which leases were renewed: one that was not was handed on (this
+    process was judged dead, say after a freeze), and the run holding it stops
+    before its next step; its writes are refused anyway (``storage.fencing``).
     """
 
     def __init__(
@@ -144,27 +147,45 @@ class Heartbeat:
         self.store = store
         self.interval_s = interval_s
         self.worker = worker
-        self._held: set[str] = set()
+        self._held: dict[str, int] = {}
+        self._lost: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def hold(self, instance_id: str) -> None:
+    def hold(self, instance_id: str, token: int) -> None:
+        """Renew the lease on ``instance_id`` under ``token`` until ``release``."""
         with self._lock:
-            self._held.add(instance_id)
+            self._held[instance_id] = token
+            self._lost.discard(instance_id)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="stepline-heartbeat", daemon=True)
                 self._thread.start()
 
     def release(self, instance_id: str) -> None:
         with self._lock:
-            self._held.discard(instance_id)
+            self._held.pop(instance_id, None)
+            self._lost.discard(instance_id)
+
+    def is_lost(self, instance_id: str) -> bool:
+        """Whether a beat found this lease handed on."""
+        return instance_id in self._lost
 
     def beat(self) -> int:
-        """Renew every lease held now; how many the store still grants."""
+        """Renew every lease held now; how many the store still grants (the rest are lost)."""
         with self._lock:
-            held = sorted(self._held)
-        return self.store.heartbeat(self.worker, held)
+            held = dict(self._held)
+        renewed = self.store.heartbeat(self.worker, held)
+        lost = set(held) - renewed
+        if lost:
+            with self._lock:
+                self._lost |= lost & set(self._held)
+            _log.warning(
+                "lost the lease on %d instance(s) (%s): they were handed on; stopping work on them",
+                len(lost),
+                ", ".join(sorted(i[:12] for i in lost)),
+            )
+        return len(renewed)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

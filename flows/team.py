@@ -36,7 +36,7 @@ from flows.workflow import Workflow
 from steps.errors import InputError
 from steps.settings import Settings
 from storage.models import WorkflowInstance, as_utc
-from storage.store import Store
+from storage.store import Fence, Store
 
 __all__ = [
     "QUEUED_DEPLOYMENT",
@@ -71,8 +71,8 @@ def queued_flow(instance_ids: list[str], concurrency: int = 4) -> dict[str, int]
     with Runtime.open() as runtime:
         # Lease first: if anything below fails, these are still judged by this process's life.
         held = runtime.store.lease_queued(instance_ids, runtime.worker)
-        for instance_id in held:
-            runtime.heartbeat.hold(instance_id)
+        for instance_id, token in held.items():
+            runtime.heartbeat.hold(instance_id, token)
         try:
             recovered = recover_peers(runtime.store, runtime.settings)
         except Exception as exc:  # best effort: `stepline recover` or the next flow run does it
@@ -90,8 +90,10 @@ def queued_flow(instance_ids: list[str], concurrency: int = 4) -> dict[str, int]
             try:
                 if cancel.is_set():
                     return "not_started"
-                result = run_queued(instance_id, runtime, cancel=cancel)
-                return result.status.value if result is not None else "not_held"
+                result = run_queued(Fence(instance_id, held[instance_id]), runtime, cancel=cancel)
+                if result is None:
+                    return "not_held"
+                return "superseded" if result.superseded else result.status.value
             finally:
                 runtime.heartbeat.release(instance_id)
 

@@ -41,23 +41,23 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _read_input(source: str) -> tuple[Any, str]:
-    where = "standard input" if source == "-" else f"input file {source}"
-    if source == "-":
-        text = sys.stdin.read()
-    else:
-        path = Path(source)
-        if not path.is_file():
-            _fail(f"{where} does not exist; pass a JSON file or - for standard input")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            _fail(f"cannot read {where}: {exc}")
-    try:
-        return json.loads(text), where
-    except json.JSONDecodeError as exc:
-        from steps.errors import describe_json_error
+    """One JSON input from a file or stdin, with the same limits as a batch item (``flows.inputs``)."""
+    from flows.inputs import read_input
+    from steps.errors import InputError
 
-        _fail(f"{where} is not valid JSON: {describe_json_error(exc)}")
+    try:
+        return read_input(source, sys.stdin.buffer if sys.stdin is not None else None)
+    except InputError as exc:
+        _fail(exc.message)
+
+
+def _check_id(kind: str, value: str, listing: str) -> None:
+    """Refuse an id that cannot be one before a database is opened: it would reach the query as typed."""
+    from flows.inputs import id_problem
+
+    problem = id_problem(kind, value, listing)
+    if problem is not None:
+        _fail(problem)
 
 
 def _open_store() -> Any:
@@ -73,16 +73,19 @@ def _open_store() -> Any:
         _fail(str(exc))
 
 
-def _prepare_flows(verbose: bool) -> None:
-    """Settings for running flows from a terminal; call before Prefect is imported."""
+def _prepare_flows(verbose: bool, *, local_server: bool = True) -> None:
+    """Settings for running flows from a terminal; call before Prefect is imported.
+
+    ``local_server=False`` for commands that only talk to a team's configured server
+    (submit, and recover asking about submitted flow runs): they must not start one here.
+    """
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # Without PREFECT_API_URL, Prefect starts a temporary API server in this process;
-    # on a cold 2-core machine that can take longer than Prefect's default wait.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect's client telemetry (and its first-run notice) is Prefect's to ask about, not
     # something a Stepline user opted into by running a workflow.
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    if local_server:
+        _use_local_server()
     with err.status("loading workflows…"):
         import flows.instances  # noqa: F401  (Prefect, the registry and the runtime)
     if not verbose:
@@ -90,6 +93,22 @@ def _prepare_flows(verbose: bool) -> None:
         # keep Prefect's task-failure tracebacks and Instructor's retry logs off the terminal.
         for name in ("prefect", "instructor"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _use_local_server() -> None:
+    """Point Prefect at the shared local server, started on first need, unless one is configured.
+
+    Before Prefect is imported: it reads PREFECT_API_URL once, at import, for every thread.
+    """
+    from flows import local_server
+
+    try:
+        with err.status("Prefect's local API server: checking (its first start takes about 15 s)…"):
+            ensured = local_server.ensure()
+    except local_server.ServerError as exc:
+        _fail(str(exc))
+    if ensured is not None and ensured.started:
+        err.print(local_server.announcement(ensured), markup=False, highlight=False)
 
 
 def _open_runtime() -> Any:
@@ -108,6 +127,7 @@ def _drive(label: str, work: Any) -> Any:
     from flows.engine import ensure_prefect_api
     from steps.errors import StepLineError
     from storage.db import StorageError
+    from storage.errors import DatabaseFailed
 
     calls = 0
     with err.status(f"{label}: starting Prefect flow…") as status:
@@ -120,6 +140,12 @@ def _drive(label: str, work: Any) -> Any:
         try:
             ensure_prefect_api()
             return work(on_step)
+        except DatabaseFailed as exc:
+            _fail(
+                f"{exc}; an instance this run held stays running under its lease until "
+                "`stepline recover` pauses it, then `stepline replay` resumes it",
+                code=1,
+            )
         except (StepLineError, StorageError) as exc:
             _fail(str(exc))
         except KeyboardInterrupt:
@@ -163,7 +189,8 @@ def run(
     ] = False,
 ) -> None:
     """Run a workflow now: one instance printed as JSON, or a batch with progress and a summary."""
-    if input != "-" and Path(input).exists() and _is_batch(Path(input)):
+    _check_text("--owner", owner)
+    if _is_batch(input):
         _run_batch(workflow, Path(input), owner, concurrency, new_only, verbose)
         return
     payload, where = _read_input(input)
@@ -186,8 +213,27 @@ def run(
     )
 
 
-def _is_batch(path: Path) -> bool:
-    return path.is_dir() or path.suffix.lower() == ".jsonl"
+def _is_batch(source: str) -> bool:
+    """Whether ``--input`` names a batch (a folder or a JSONL file); a path the system refuses
+    (too long, say) is left to the single-file reader, which says what is wrong with it."""
+    if source == "-":
+        return False
+    path = Path(source)
+    try:
+        return path.exists() and (path.is_dir() or path.suffix.lower() == ".jsonl")
+    except (OSError, ValueError):
+        return False
+
+
+def _check_text(option: str, value: str | None) -> None:
+    """Refuse an option that is not text (bytes that are not UTF-8 in the command line)."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        _fail(f"{option} '{shown}' is not UTF-8 text; type it again in a UTF-8 terminal")
 
 
 def _run_batch(
@@ -241,9 +287,6 @@ def _run_batch(
             "[bold red]stopped at once:[/] running instances were paused; "
             "`stepline instances --status paused` lists them and `stepline replay <id>` resumes one"
         )
-        from flows.engine import stop_prefect_api
-
-        stop_prefect_api()
         sys.stdout.flush()
         sys.stderr.flush()
         # Worker threads may still be blocked in a model call; their instances are paused
@@ -285,7 +328,8 @@ def submit(
     Needs PREFECT_API_URL (the team's Prefect server) and a shared store
     (STEPLINE_DATABASE_URL); `stepline instances` and the TUI follow them.
     """
-    _prepare_flows(verbose)
+    _check_text("--owner", owner)
+    _prepare_flows(verbose, local_server=False)
     from flows.batch import BatchItem, read_items
     from flows.registry import get_workflow
     from flows.team import submit as submit_instances
@@ -295,7 +339,7 @@ def submit(
     path = Path(input)
     try:
         chosen = get_workflow(workflow)
-        if input != "-" and path.exists() and _is_batch(path):
+        if _is_batch(input):
             items = read_items(path)
         else:
             payload, where = _read_input(input)
@@ -343,6 +387,7 @@ def replay(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Rerun a paused, failed or needs-review instance from its failed (or named) step."""
+    _check_id("instance", instance, "stepline instances")
     _prepare_flows(verbose)
     from flows.instances import replay as replay_instance
 
@@ -361,9 +406,13 @@ def recover(
         bool,
         typer.Option(
             "--replay",
-            help="Then replay every instance paused because its worker was lost, from the step it was on.",
+            help="Then replay, from the step each was on, every instance paused because its worker was "
+            "lost or the database or Prefect's API failed (worker_lost, storage, orchestrator).",
         ),
     ] = False,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, max=256, help="--replay: instances replayed at once.")
+    ] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
@@ -373,15 +422,24 @@ def recover(
     exists, or when its lease was not renewed for `[workers] lease_s` seconds.
     A submitted instance still queued is lost when its flow run ended or died
     without starting it (asked of the Prefect server at PREFECT_API_URL).
+    Step runs and requests a stopped worker left open (its database failed as
+    it ended) are closed as `storage`.
     """
     from flows.recovery import find_lost
     from flows.recovery import recover as recover_instance
+    from storage.db import StorageError
 
     settings = _load_catalog()
     store = _open_store()
-    lost = find_lost(store, settings)
+    try:
+        lost = find_lost(store, settings)
+        swept = store.close_abandoned("storage")
+    except StorageError as exc:
+        _fail(str(exc))
+    if swept and not as_json:
+        err.print(f"closed the unfinished step runs and requests of {swept} stopped instance(s)")
     if store.unleased_queued(limit=1):  # submitted to a work pool: ask Prefect about their flow runs
-        _prepare_flows(verbose)
+        _prepare_flows(verbose, local_server=False)
         from flows.team import find_stranded
 
         try:
@@ -405,38 +463,76 @@ def recover(
         err.print(f"{len(recovered)} instance(s) paused with failure class worker_lost")
     if not then_replay:
         return
-    # Workers recover their dead peers' instances as their flow runs start, but leave
-    # replaying them to an operator: replay those too, not only the ones found just now.
-    earlier = store.search_instances(status="paused", failure_class="worker_lost", limit=10_000)
-    to_replay = list(dict.fromkeys([item.instance.id for item in recovered] + [i.id for i in earlier]))
+    # Workers recover their dead peers' instances as their flow runs start, but leave replaying
+    # them to an operator: replay those too, and those a database or Prefect outage paused.
+    from steps.errors import INFRASTRUCTURE_FAILURES
+
+    earlier = [
+        found.id
+        for failure in sorted(INFRASTRUCTURE_FAILURES)
+        for found in store.search_instances(status="paused", failure_class=failure.value, limit=10_000)
+    ]
+    to_replay = list(dict.fromkeys([item.instance.id for item in recovered] + earlier))
     if not to_replay:
         return
+    _replay_lost(to_replay, concurrency, as_json, verbose)
+
+
+def _replay_lost(to_replay: list[str], concurrency: int, as_json: bool, verbose: bool) -> None:
+    """Replay instances ``concurrency`` at a time, each reported as it ends (with how long it took)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     _prepare_flows(verbose)
-    from flows.instances import ReplayRefused
+    from flows.engine import ensure_prefect_api
+    from flows.instances import ReplayRefused, interrupt
     from flows.instances import replay as replay_instance
     from steps.errors import StepLineError
+    from storage.db import StorageError
 
     runtime = _open_runtime()
+    started = time.monotonic()
     failed = 0
 
-    def replay_one(instance_id: str, on_step: Any) -> Any:
+    def replay_one(instance_id: str) -> tuple[Any, float]:
         try:
-            return replay_instance(instance_id, runtime, on_step=on_step)
-        except StepLineError as exc:  # replayed by someone else meanwhile, unknown workflow...
-            return exc  # ...: say so and go on with the others
+            result: Any = replay_instance(instance_id, runtime)
+        except (StepLineError, StorageError) as exc:  # replayed elsewhere meanwhile, unknown workflow...
+            result = exc  # ...: say so and go on with the others
+        return result, time.monotonic() - started
 
-    for instance_id in to_replay:
-        result = _drive(f"replay {instance_id[:12]}", lambda on_step, id=instance_id: replay_one(id, on_step))
-        if isinstance(result, StepLineError):
-            status = "refused" if isinstance(result, ReplayRefused) else "error"
-        else:
-            status = result.status.value
-        if as_json:
-            out.print(json.dumps({"instance": instance_id, "replayed": status}), markup=False)
-        else:
-            why = f": {result}" if isinstance(result, StepLineError) else ""
-            err.print(f"instance {instance_id} {status}{escape(why)}")
-        failed += status not in ("completed", "refused")
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay")
+    try:
+        with err.status(f"replaying {len(to_replay)} instance(s), {concurrency} at a time…") as status:
+            ensure_prefect_api()
+            futures = {pool.submit(replay_one, instance_id): instance_id for instance_id in to_replay}
+            for done, future in enumerate(as_completed(futures), start=1):
+                instance_id = futures[future]
+                result, seconds = future.result()
+                if isinstance(result, ReplayRefused):
+                    outcome = "refused"
+                elif isinstance(result, Exception):
+                    outcome = "error"
+                else:
+                    outcome = "superseded" if result.superseded else result.status.value
+                if as_json:
+                    record = {"instance": instance_id, "replayed": outcome, "seconds": round(seconds, 3)}
+                    out.print(json.dumps(record), markup=False)
+                else:
+                    why = f": {result}" if isinstance(result, Exception) else ""
+                    err.print(f"instance {instance_id} {outcome} ({seconds:.1f} s){escape(why)}")
+                failed += outcome not in ("completed", "refused")
+                status.update(f"replayed {done} of {len(to_replay)}…")
+    except KeyboardInterrupt:
+        for instance_id in to_replay:  # only those this process holds are paused
+            interrupt(runtime, instance_id)
+        err.print(
+            "[bold red]stopped:[/] replays in progress were paused; `stepline recover --replay` resumes them"
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # replays blocked in a model call need not be waited for: they are paused
+    pool.shutdown()
     if failed:
         raise typer.Exit(1)
 
@@ -477,6 +573,7 @@ def review_list(
 @review_app.command("show")
 def review_show(review: Annotated[str, typer.Argument(help="Review id (a prefix is enough).")]) -> None:
     """The raw output beside the errors and the schema it had to match."""
+    _check_id("review", review, "stepline review list")
     try:
         item = _open_store().get_review(review)
     except LookupError as exc:
@@ -502,6 +599,8 @@ def review_approve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Accept a corrected output (validated against the step's model) and resume the instance."""
+    _check_id("review", review, "stepline review list")
+    _check_text("--note", note)
     corrected, _ = _read_input(output)
     _prepare_flows(verbose)
     from flows.instances import approve_review
@@ -519,6 +618,8 @@ def review_reject(
     note: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
 ) -> None:
     """Refuse the output: the instance fails (it can still be replayed later)."""
+    _check_id("review", review, "stepline review list")
+    _check_text("--note", note)
     _prepare_flows(verbose=False)
     from flows.instances import reject_review
     from steps.errors import StepLineError
@@ -733,6 +834,11 @@ def costs(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines
 
 def _report_stop(result: Any) -> NoReturn:
     """An instance that stopped: where, why, and the command that moves it on."""
+    if result.superseded:
+        err.print(f"[bold red]instance {result.instance_id} was taken over[/] while this process ran it")
+        err.print(f"  {result.error}", markup=False)
+        err.print(f"  details: stepline show {result.instance_id}")
+        raise typer.Exit(1)
     err.print(
         f"[bold red]instance {result.instance_id} {result.status.value}[/] at step "
         f"{result.failed_step!r}: {result.failure_class}"
@@ -787,6 +893,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
 ) -> None:
     """Show one instance with every step run and attempt."""
+    _check_id("instance", instance, "stepline instances")
     store = _open_store()
     matches = store.find_instance(instance)
     if not matches:
@@ -860,5 +967,141 @@ def tui() -> None:
     StepLineApp(store, where=store.engine.url.render_as_string(hide_password=True)).run()
 
 
+server_app = typer.Typer(
+    help="Prefect's local API server: started by the first command that runs a flow, then shared.",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start it now (commands that run flows start it on first need); prints its API URL.
+
+    It listens on 127.0.0.1 only, runs in a session of its own and outlives this command.
+    """
+    from flows import local_server
+
+    configured = local_server.configured_api_url()
+    if configured is not None:
+        url, where = configured
+        _fail(f"a Prefect server is configured ({url}, from {where}): stepline uses it, not a local one")
+    try:
+        with err.status("starting Prefect's local API server (about 15 s)…"):
+            ensured = local_server.ensure()
+    except local_server.ServerError as exc:
+        _fail(str(exc))
+    assert ensured is not None  # nothing configured, checked above
+    state = ensured.state
+    if ensured.started:
+        err.print(local_server.announcement(ensured), markup=False, highlight=False)
+    else:
+        err.print(f"Prefect's local API server is already running (pid {state.pid})", highlight=False)
+    out.print(state.url, markup=False, highlight=False)
+
+
+@server_app.command("status")
+def server_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Whether it runs, and its URL, pid, Prefect version, uptime and home.
+
+    Exits 0 when it is running and answers, 1 when it is not (not running, still starting,
+    or not answering), 2 on errors.
+    """
+    from flows import local_server
+
+    found = local_server.status()
+    state = found.state if found.condition != "not running" else None
+    if as_json:
+        report = {
+            "status": found.condition,
+            "url": state.url if state else None,
+            "pid": state.pid if state else None,
+            "prefect_version": found.served_version or (state.prefect_version if state else None),
+            "started_at": state.started_at if state else None,
+            "uptime_s": round(state.uptime_s, 1) if state else None,
+            "home": str(local_server.server_home()),
+            "log": str(local_server.log_path()),
+            "configured_api_url": found.configured[0] if found.configured else None,
+        }
+        out.print(json.dumps(report), markup=False, highlight=False)
+    else:
+        out.print(f"Prefect's local API server: {found.condition}", markup=False, highlight=False)
+        if state is not None:
+            version = found.served_version or f"{state.prefect_version} (when started)"
+            for label, value in (
+                ("url", state.url),
+                ("pid", str(state.pid)),
+                ("version", f"Prefect {version}"),
+                ("uptime", _duration(state.uptime_s)),
+            ):
+                out.print(f"  {label:<8}{value}", markup=False, highlight=False)
+        out.print(f"  {'home':<8}{local_server.server_home()}", markup=False, highlight=False)
+        if found.condition == "not running":
+            err.print("commands that run a flow start it; `stepline server start` starts it now")
+        if found.configured is not None:
+            url, where = found.configured
+            err.print(
+                f"a Prefect server is configured ({url}, from {where}): stepline commands use it, "
+                "not this local one",
+                markup=False,
+                highlight=False,
+            )
+    if found.condition != "running":
+        raise typer.Exit(1)
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop it: SIGTERM to its process group, SIGKILL after 10 s; flows running on it fail."""
+    from flows import local_server
+
+    try:
+        with err.status("stopping Prefect's local API server…"):
+            state = local_server.stop()
+    except local_server.ServerError as exc:
+        _fail(str(exc))
+    if state is None:
+        err.print("Prefect's local API server is not running; nothing to stop")
+    else:
+        err.print(f"stopped Prefect's local API server (pid {state.pid}, {state.url})", highlight=False)
+
+
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F] if code != 0x09}
+
+
+@server_app.command("logs")
+def server_logs(
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="How many of the last lines.")] = 40,
+) -> None:
+    """Print the last lines of its log (control characters spelled out, never sent to the terminal)."""
+    from flows import local_server
+
+    try:
+        found = local_server.tail(lines)
+    except local_server.ServerError as exc:
+        _fail(str(exc))
+    for line in found:
+        out.print(line.translate(_CONTROL), markup=False, highlight=False)
+
+
 def main() -> None:
-    app()
+    from storage.errors import StorageError
+
+    try:
+        app()
+    except StorageError as exc:  # the database failed mid-command: one line, never a traceback
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        sys.exit(1)

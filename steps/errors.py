@@ -4,8 +4,10 @@
     ├── ConfigError ........... the catalog or settings file is wrong (an operator fix)
     ├── DefinitionError ....... a step or workflow is declared wrongly (a developer fix)
     ├── InputError ............ a workflow's input does not match its input model
-    └── StepFailed ............ a step ran and did not produce a valid output;
-                                ``failure`` says why, as a ``FailureClass``
+    ├── StepFailed ............ a step ran and did not produce a valid output;
+    │                           ``failure`` says why, as a ``FailureClass``
+    └── Superseded ............ this process no longer holds the instance (it was judged
+                                dead and the instance handed on): stop, write nothing more
 
 A step failure is never a subclass per cause: callers branch on
 ``StepFailed.failure`` (an enum stored on every failed attempt), so the
@@ -23,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "INFRASTRUCTURE_FAILURES",
     "TRANSIENT_FAILURES",
     "ConfigError",
     "DefinitionError",
@@ -30,6 +33,7 @@ __all__ = [
     "InputError",
     "StepFailed",
     "StepLineError",
+    "Superseded",
     "describe_json_error",
     "describe_validation_error",
 ]
@@ -64,6 +68,12 @@ class FailureClass(StrEnum):
     """Prefect's API failed (unreachable, or 5xx after its client's retries); a replay resumes it."""
     WORKER_LOST = "worker_lost"
     """The process running the instance died (killed, crashed, machine lost); a replay resumes it."""
+    STORAGE = "storage"
+    """The database could not record the step's progress (connection lost past its retries,
+    read-only, disk full): the request is not sent unrecorded; a replay resumes it."""
+    SUPERSEDED = "superseded"
+    """On an attempt only: a stale worker's request answered after its instance changed hands,
+    kept for audit and never applied."""
     UNKNOWN = "unknown"
     """Anything not mapped above; kept so that no failure is ever dropped."""
 
@@ -78,6 +88,12 @@ TRANSIENT_FAILURES: frozenset[FailureClass] = frozenset(
     }
 )
 """Failures worth retrying on the same model after a wait."""
+
+INFRASTRUCTURE_FAILURES: frozenset[FailureClass] = frozenset(
+    {FailureClass.WORKER_LOST, FailureClass.STORAGE, FailureClass.ORCHESTRATOR}
+)
+"""Stops caused by what runs the step (its process, the database, Prefect's API), not by the step
+or its model: ``stepline recover --replay`` resumes them once that is back."""
 
 
 class StepLineError(Exception):
@@ -121,6 +137,14 @@ class DefinitionError(StepLineError):
 
 class InputError(StepLineError):
     """A workflow input is not valid JSON or does not match the input model."""
+
+
+class Superseded(StepLineError):
+    """This process's lease on an instance is gone: another worker or a replay holds it now.
+
+    Raised before the next request would be sent, or when a write is refused;
+    the step and the flow stop without writing anything more for the instance.
+    """
 
 
 class StepFailed(StepLineError):

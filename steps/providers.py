@@ -7,6 +7,12 @@ hidden retries would both stack and go unrecorded.
 The HTTP response body of every request is captured byte-for-byte (an httpx
 response hook) into the caller's ``capture_bodies()`` list, so that a failed
 attempt can be stored exactly as the provider sent it.
+
+Write-ahead is enforced where the request leaves the process: an httpx
+request hook (and the embedded model's ``create``) asks the caller's
+``write_ahead()`` check first, which refuses unless the attempt about to be
+sent was recorded. Instructor swallows exceptions raised in its own hooks,
+so a failed record there could not stop the request; this can.
 """
 
 from __future__ import annotations
@@ -28,9 +34,26 @@ if TYPE_CHECKING:
     import httpx2
     import instructor
 
-__all__ = ["ModelClient", "ProviderPool", "capture_bodies"]
+__all__ = ["ModelClient", "ProviderPool", "capture_bodies", "write_ahead"]
 
 _BODIES: ContextVar[list[bytes] | None] = ContextVar("stepline_raw_bodies", default=None)
+_WRITE_AHEAD: ContextVar[Callable[[], None] | None] = ContextVar("stepline_write_ahead", default=None)
+
+
+@contextmanager
+def write_ahead(check: Callable[[], None]) -> Iterator[None]:
+    """Call ``check`` before each request sent in this context; an exception it raises stops it."""
+    token = _WRITE_AHEAD.set(check)
+    try:
+        yield
+    finally:
+        _WRITE_AHEAD.reset(token)
+
+
+def _check_write_ahead(_request: object = None) -> None:
+    check = _WRITE_AHEAD.get()
+    if check is not None:
+        check()
 
 
 @contextmanager
@@ -133,7 +156,7 @@ class ProviderPool:
                 base_url=provider.base_url,
                 max_retries=0,
                 timeout=provider.timeout_s,
-                http_client=anthropic.DefaultHttpxClient(event_hooks={"response": [_record_body]}),
+                http_client=anthropic.DefaultHttpxClient(event_hooks=_HOOKS),
             )
             self._closers.append(sdk_anthropic.close)
             client = instructor.from_anthropic(sdk_anthropic, mode=mode)
@@ -152,7 +175,7 @@ class ProviderPool:
                 base_url=provider.base_url,
                 max_retries=0,
                 timeout=provider.timeout_s,
-                http_client=openai.DefaultHttpxClient(event_hooks={"response": [_record_body]}),
+                http_client=openai.DefaultHttpxClient(event_hooks=_HOOKS),
             )
             self._closers.append(sdk_openai.close)
             client = instructor.from_openai(sdk_openai, mode=mode)
@@ -164,6 +187,9 @@ class ProviderPool:
             client=client,
             gate=self._gate_factory(model_id, config),
         )
+
+
+_HOOKS: dict[str, list[Callable[..., Any]]] = {"request": [_check_write_ahead], "response": [_record_body]}
 
 
 def _local_gate(_model_id: str, config: ModelConfig) -> Gate:
@@ -236,6 +262,7 @@ def _llama_create(config: ModelConfig, closers: list[Callable[[], None]]) -> Cal
     closers.append(llama.close)
 
     def create(**kwargs: Any) -> ChatCompletion:
+        _check_write_ahead()
         response_format = kwargs.pop("response_format", None)
         if response_format and response_format.get("type") == "json_schema":
             schema = _grammar_safe(response_format["json_schema"]["schema"])

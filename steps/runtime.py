@@ -5,6 +5,9 @@ where each request starts and ends, so that every request (the first one and
 each re-ask) becomes its own ``AttemptRecord``, handed to the ``AttemptSink``
 before it is sent and again when it ends. The sink persists both, so even a
 process killed mid-request leaves a record of the request it had in flight.
+A request whose record could not be written is never sent
+(``steps.providers.write_ahead``): the step fails as ``storage``, or stops as
+``Superseded`` when the sink says the instance changed hands.
 This module knows nothing about databases or Prefect.
 """
 
@@ -24,8 +27,15 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from steps.classify import classify_exception, classify_response, retry_after_seconds
 from steps.definition import Prompt, Step
-from steps.errors import TRANSIENT_FAILURES, DefinitionError, FailureClass, StepFailed
-from steps.providers import ModelClient, ProviderPool, capture_bodies
+from steps.errors import (
+    TRANSIENT_FAILURES,
+    DefinitionError,
+    FailureClass,
+    StepFailed,
+    StepLineError,
+    Superseded,
+)
+from steps.providers import ModelClient, ProviderPool, capture_bodies, write_ahead
 from steps.retry import RetryPolicy
 from steps.routing import Route, choose_route, escalation_route, fallback_chain
 from steps.settings import Settings
@@ -81,11 +91,15 @@ class AttemptSink(Protocol):
         ...
 
     def attempt_started(self, record: AttemptRecord) -> str:
-        """Durably record a request about to be sent; its id."""
+        """Durably record a request about to be sent; its id.
+
+        Raises ``Superseded`` when the instance changed hands, anything else when
+        the record cannot be written: either way the request is not sent.
+        """
         ...
 
     def attempt_finished(self, record: AttemptRecord) -> None:
-        """Durably complete the record of ``attempt_started`` with the outcome."""
+        """Durably complete the record of ``attempt_started`` with the outcome (raises as above)."""
         ...
 
 
@@ -188,12 +202,20 @@ class _Attempts:
         self.sink_error: BaseException | None = None
         """A failure to record an attempt: Instructor swallows exceptions raised in
         its hooks, so it is kept here and raised once the call returns."""
+        self.unsent: AttemptRecord | None = None
+        """The attempt whose record failed, so it was not sent."""
 
     def _record(self, write: Callable[[AttemptRecord], object], record: AttemptRecord) -> None:
         try:
             write(record)
         except Exception as exc:
             self.sink_error = self.sink_error or exc
+
+    def permit(self) -> None:
+        """Called as a request leaves (``write_ahead``): refuse it unless its attempt is recorded."""
+        record = self.pending
+        if record is None or record.attempt_id is None:
+            raise _Unrecorded("the attempt for this request was not recorded, so it is not sent")
 
     # Instructor hook handlers -------------------------------------------------
 
@@ -226,13 +248,35 @@ class _Attempts:
         )
         self._record(self._start, self.pending)
 
-    def raise_sink_error(self) -> None:
-        """Fail the step if an attempt could not be recorded: nothing may go unrecorded silently."""
-        if self.sink_error is not None:
-            raise self.sink_error
+    def raise_sink_error(self, model_id: str) -> None:
+        """Stop the step if an attempt could not be recorded: nothing may go unrecorded silently.
+
+        ``Superseded`` (the instance changed hands) passes through as it is;
+        any other failure of the sink fails the step as ``storage``.
+        """
+        error = self.sink_error
+        if error is None:
+            return
+        if isinstance(error, Superseded):
+            raise error
+        reason = error.message if isinstance(error, StepLineError) else str(error).strip().splitlines()[0]
+        if self.unsent is not None:
+            what = f"attempt {self.unsent.attempt_number} could not be recorded, so it was not sent"
+        else:
+            what = "an answer was received but could not be recorded"
+        raise StepFailed(
+            f"step {self.step.name!r} on {model_id}: {what}: {reason}",
+            step=self.step.name,
+            failure=FailureClass.STORAGE,
+            model_id=model_id,
+        ) from error
 
     def _start(self, record: AttemptRecord) -> None:
-        record.attempt_id = self.sink.attempt_started(record)
+        try:
+            record.attempt_id = self.sink.attempt_started(record)
+        except Exception:
+            self.unsent = record
+            raise
 
     def on_response(self, response: Any) -> None:
         record = self.pending
@@ -273,6 +317,10 @@ class _Attempts:
         if record.failure is FailureClass.SCHEMA_INVALID:
             record.validation_errors = validation_errors(_root_parse_error(error), record.raw_output)
         record.retry_after_s = retry_after_seconds(error)
+        if record.attempt_id is None:  # never recorded, so never sent: nothing to complete
+            record.failure = FailureClass.STORAGE
+            self.last = record
+            return record
         if record.retry_after_s and record.failure in (FailureClass.RATE_LIMITED, FailureClass.OVERLOADED):
             # Every caller of this model waits, but never longer than the retry policy would.
             self.client.gate.pause(min(record.retry_after_s, self.max_pause_s))
@@ -288,6 +336,11 @@ class _Attempts:
         record.parsed_output = output.model_dump(mode="json")
         self._record(self.sink.attempt_finished, record)
         self.last = record
+
+
+class _Unrecorded(Exception):
+    """Raised as a request would leave without its attempt recorded; the SDK turns it into a
+    connection error, and the sink's own failure is what the step reports."""
 
 
 def _root_parse_error(error: BaseException) -> BaseException:
@@ -458,17 +511,18 @@ class StepExecutor:
             hooks.on("parse:error", attempts.on_parse_error)
             hooks.on("completion:error", attempts.on_completion_error)
             try:
-                output = client.client.create(
-                    messages=call.messages,  # type: ignore[arg-type]
-                    response_model=step.output_model,
-                    max_retries=_reask_policy(step.max_reasks, attempts),
-                    hooks=hooks,
-                    **client.request_kwargs(call.sampling),
-                )
+                with write_ahead(attempts.permit):
+                    output = client.client.create(
+                        messages=call.messages,  # type: ignore[arg-type]
+                        response_model=step.output_model,
+                        max_retries=_reask_policy(step.max_reasks, attempts),
+                        hooks=hooks,
+                        **client.request_kwargs(call.sampling),
+                    )
             except Exception as exc:
                 if attempts.pending is not None:
                     attempts.fail(exc)
-                attempts.raise_sink_error()
+                attempts.raise_sink_error(route.model_id)
                 last = attempts.last
                 failure = last.failure if last and last.failure else classify_exception(exc)
                 detail = (last.error_message if last and last.error_message else str(exc))[:300]
@@ -482,7 +536,7 @@ class StepExecutor:
                     retry_after=last.retry_after_s if last else retry_after_seconds(exc),
                 ) from exc
             attempts.succeed(output)
-            attempts.raise_sink_error()
+            attempts.raise_sink_error(route.model_id)
         return _as_declared(output, step.output_model)
 
 

@@ -1,13 +1,24 @@
 """Opening the database: SQLite file by default, PostgreSQL when shared.
 
-``open_engine`` creates the SQLite file readable by its owner only, checks
-the connection, and brings the schema to the newest Alembic revision, turning
-every failure into a ``StorageError`` whose message says what to fix.
+``open_engine`` hands out one engine per database per process, shared by the
+CLI, the runtime and the TUI; the first call checks the connection and brings
+the schema to the newest Alembic revision, turning every failure into a
+``StorageError`` whose message says what to fix. ``release_engine`` gives it
+back; the last release closes its connections.
+
+One engine, and no file handle of our own on an existing SQLite file: on POSIX,
+closing *any* descriptor of a file drops every lock the process holds on it
+(SQLite's "How To Corrupt An SQLite Database File", 2.2). A second open-and-close
+would leave this process's connections unlocked, and another process closing
+its last connection would then checkpoint and delete the ``-wal`` file under
+them, losing their commits.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +26,83 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import URL, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-__all__ = ["StorageError", "open_engine", "safe_url"]
+from storage.errors import StorageError
+
+__all__ = ["StorageError", "db_reason", "open_engine", "release_engine", "safe_url", "upgrade"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x5751_7E11  # advisory-lock key: one migrator at a time
 
 
-class StorageError(Exception):
-    """The database cannot be opened, reached or migrated; the message says how to fix it."""
+@dataclass
+class _Shared:
+    engine: Engine
+    users: int = 0
+    migrated: bool = False
 
 
-def safe_url(url: str) -> str:
+_ENGINES: dict[str, _Shared] = {}
+_LOCK = threading.Lock()
+
+
+def safe_url(url: str | URL) -> str:
     """The URL with any password masked, fit for messages and logs."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return (url if isinstance(url, URL) else make_url(url)).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparseable URL>"
 
 
+def db_reason(exc: BaseException) -> str:
+    """The driver's own first line for a database error: no SQL, no bound parameters."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
 def open_engine(url: str, *, migrate: bool = True) -> Engine:
-    """A ready engine for ``url`` with the schema at the newest revision."""
-    shown = safe_url(url)
+    """This process's engine for ``url``, with the schema at the newest revision.
+
+    Every call must be matched by ``release_engine`` (``Store.close`` does it).
+    """
+    parsed = _parse(url)
+    key = parsed.render_as_string(hide_password=False)
+    with _LOCK:
+        shared = _ENGINES.get(key)
+        if shared is None:
+            shared = _Shared(_create(parsed))
+            _ENGINES[key] = shared
+        if migrate and not shared.migrated:
+            try:
+                upgrade(shared.engine)
+            except StorageError:
+                if shared.users == 0:
+                    shared.engine.dispose()
+                    del _ENGINES[key]
+                raise
+            shared.migrated = True
+        shared.users += 1
+        return shared.engine
+
+
+def release_engine(engine: Engine) -> None:
+    """Give back an engine from ``open_engine``; the last user's release closes its connections."""
+    with _LOCK:
+        for key, shared in _ENGINES.items():
+            if shared.engine is engine:
+                shared.users -= 1
+                if shared.users <= 0:
+                    del _ENGINES[key]
+                    engine.dispose()
+                return
+    engine.dispose()  # not shared (made elsewhere): closing it is the caller's intent
+
+
+def _parse(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -47,50 +110,93 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
             "the database URL is not a valid SQLAlchemy URL; set STEPLINE_DATABASE_URL "
             "to e.g. sqlite:///stepline.db or postgresql+psycopg://user@host:5432/db"
         ) from None
-    kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        # One engine per file, however the path was spelled (relative, via a symlink).
+        parsed = parsed.set(database=os.path.realpath(parsed.database))
+    return parsed
+
+
+def _create(parsed: URL) -> Engine:
+    shown = safe_url(parsed)
+    # Messages and logs never carry bound parameters: they hold inputs and model output.
+    kwargs: dict[str, Any] = {"hide_parameters": True}
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
         _prepare_sqlite_file(parsed.database)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
     try:
         engine = create_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:
         raise StorageError(f"cannot use database {shown}: {exc}") from None
-    if parsed.get_backend_name() == "sqlite":
+    if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         engine.dispose()
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = db_reason(exc)
+        if sqlite and "readonly" in reason:
+            raise StorageError(
+                f"database {shown} is read-only ({reason}); make the file and its folder writable "
+                "(SQLite writes a -wal file beside it) or point STEPLINE_DATABASE_URL elsewhere"
+            ) from None
         raise StorageError(
             f"cannot reach database {shown}: {reason}; check that the server is running "
             "and STEPLINE_DATABASE_URL is right"
         ) from None
-    if migrate:
-        try:
-            upgrade(engine)
-        except StorageError:
-            engine.dispose()
-            raise
     return engine
 
 
 def _prepare_sqlite_file(database: str | None) -> None:
+    """Refuse paths SQLite cannot use, and create a new file owner-only.
+
+    An existing file is never opened here (see the module docstring): only
+    ``stat`` and ``access`` look at it.
+    """
     if not database or database == ":memory:":
         return
     path = Path(database)
-    if not path.parent.exists():
+    fix = "or point STEPLINE_DATABASE_URL elsewhere"
+    if path.is_dir():
+        raise StorageError(
+            f"database path {path} is a folder; name a file in it, e.g. "
+            f"STEPLINE_DATABASE_URL=sqlite:///{path / 'stepline.db'}"
+        )
+    if not path.parent.is_dir():
         raise StorageError(
             f"database folder {path.parent} does not exist; create it or change STEPLINE_DATABASE_URL"
         )
-    # Created by us, owner-only: the file holds prompts, inputs and model outputs.
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
+    journal = [Path(f"{path}-wal"), Path(f"{path}-shm")]
+    if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+        state = "is" if path.exists() else "would be created"
+        raise StorageError(
+            f"database file {path} {state} on a read-only file system; remount it read-write {fix}"
+        )
+    if path.exists():
+        if not path.is_file():
+            raise StorageError(f"database path {path} is not a regular file; {fix}")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StorageError(f"database file {path} is read-only for this user; chmod u+rw it {fix}")
+        if not os.access(path.parent, os.W_OK | os.X_OK) and not all(j.exists() for j in journal):
+            raise StorageError(
+                f"database folder {path.parent} is read-only for this user, and SQLite must create "
+                f"{journal[0].name} beside the database; make the folder writable {fix}"
+            )
+        return
+    # Created by us, owner-only: the file holds prompts, inputs and model outputs. O_EXCL: a
+    # file another process created meanwhile is left alone, never opened and closed here.
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot create database file {path}: {exc.strerror or exc}; {fix}") from None
+    os.close(fd)  # new and empty: no SQLite connection anywhere holds it yet
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -122,6 +228,6 @@ def upgrade(engine: Engine) -> None:
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
         raise StorageError(
-            f"could not migrate database {safe_url(str(engine.url))}: {exc}; "
+            f"could not migrate database {safe_url(engine.url)}: {db_reason(exc)}; "
             "check the database user may create tables"
         ) from None

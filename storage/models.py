@@ -121,6 +121,11 @@ class WorkflowInstance(SQLModel, table=True):
     """``host:pid:nonce`` of the process running it (or that last ran it, or holds it queued)."""
     heartbeat_at: datetime | None = _time()
     """Renewed by that process while it runs the instance: a stale one means the worker died."""
+    fence: int = 0
+    """The fencing token: +1 whenever the instance changes hands (leased, recovered, stopped,
+    replayed, decided in review). Every write a worker makes for the instance names the token
+    it was given and is refused once it changed (``storage.fencing``), so a worker that was
+    only frozen, not dead, cannot overwrite what its successor did."""
 
     @property
     def held(self) -> bool:

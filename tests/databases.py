@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 PG_SERVER = os.environ.get("STEPLINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -51,3 +53,21 @@ def postgres_database_url(driver: str = "postgresql+asyncpg") -> Iterator[str]:
     """A new, empty database on the same server (for a Prefect server's own tables), dropped afterwards."""
     with _created("DATABASE", "WITH (FORCE)") as name:
         yield f"{driver}://{_PLAIN.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
+
+
+def sqlite_rows(path: Path, query: str) -> list[tuple[Any, ...]]:
+    """Rows of ``query`` read from outside, as another process would; the connection is closed.
+
+    (``with sqlite3.connect(...)`` only commits: a connection left open keeps the
+    file busy and changes when SQLite checkpoints.)
+    """
+    with closing(sqlite3.connect(path)) as conn:
+        return [tuple(row) for row in conn.execute(query).fetchall()]
+
+
+def postgres_rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    """Rows of ``query`` on the database (and schema) of a SQLAlchemy URL, over a new connection."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        return [tuple(row) for row in conn.execute(query).fetchall()]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.databases import sqlite_rows
 from tests.servers import OpenAIServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +41,7 @@ class Cli:
     def instance_count(self) -> int:
         if not self.database.exists():
             return 0
-        with sqlite3.connect(self.database) as conn:
-            return int(conn.execute("select count(*) from workflow_instance").fetchone()[0])
+        return int(sqlite_rows(self.database, "select count(*) from workflow_instance")[0][0])
 
 
 @pytest.fixture

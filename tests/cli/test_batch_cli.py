@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.cli.conftest import ROOT, Cli, no_traceback
+from tests.databases import sqlite_rows
 from tests.servers import OpenAIServer, Reply, slow
 
 CONTRACTS = sorted((ROOT / "samples" / "contracts").glob("*.json"))
@@ -39,8 +39,7 @@ def summary(stdout: str) -> dict[str, int]:
 
 
 def rows(cli: Cli, query: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(cli.database) as conn:
-        return [tuple(row) for row in conn.execute(query).fetchall()]
+    return sqlite_rows(cli.database, query)
 
 
 def test_a_folder_runs_as_a_batch_with_a_summary_and_the_bad_files_named(

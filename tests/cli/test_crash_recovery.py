@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.cli.conftest import SAMPLE, Cli, no_traceback
+from tests.databases import sqlite_rows
 from tests.servers import OpenAIServer, Reply, ok, slow
 
 CLAUSES = [
@@ -51,8 +51,7 @@ def contract_answers(hang_on_assessment: int | None) -> Callable[[dict[str, Any]
 
 
 def rows(cli: Cli, query: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(cli.database) as conn:
-        return [tuple(row) for row in conn.execute(query).fetchall()]
+    return sqlite_rows(cli.database, query)
 
 
 def start_worker(cli: Cli) -> subprocess.Popen[bytes]:
@@ -148,8 +147,10 @@ def test_stepline_recover_pauses_lost_instances_and_replays_them(
     assert "no lost instances" in replayed.stderr
     assert f"instance {instance_id} completed" in replayed.stderr
     no_traceback(replayed)
-    # It failed twice (of many runs) with the row still ('running', 'worker_lost') after the
-    # replay said completed; keep what is needed to explain it if it happens again.
+    # Read by another process, after the command's own: `recover --replay` opens its store and a
+    # runtime, and when each opened the file itself, closing it dropped the process's SQLite locks;
+    # this test's reader then checkpointed and deleted -wal under it and the replay's commits were
+    # lost (the row stayed running/worker_lost). One engine per database per process fixed it.
     state = rows(cli, "select status, failure_class, generation, worker, updated_at from workflow_instance")
     assert state[0][:2] == ("completed", None), (state, replayed.stderr, rows(cli, "select * from step_run"))
     check_resumed_without_loss(cli, openai_server, instance_id)

@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ def test_a_slow_worker_that_renews_its_lease_keeps_its_instance(make_runtime: Ca
         item for item in find_lost(runtime.store, runtime.settings) if item.instance.id == instance_id
     ]
     heartbeat = Heartbeat(runtime.store, interval_s=60)
-    heartbeat.hold(instance_id)
+    heartbeat.hold(instance_id, judged.instance.fence)
     try:
         assert heartbeat.beat() == 1  # the worker was only slow: it renews before the recovery lands
         assert recover(runtime.store, runtime.settings, judged) is False
@@ -136,17 +137,26 @@ def test_a_running_instance_renews_its_lease(
     assert results[0].status.value == "completed"
 
 
-def test_an_attempt_that_cannot_be_recorded_fails_the_step_loudly(
+def test_an_attempt_that_cannot_be_recorded_is_never_sent(
     make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, tmp_path: Path
 ) -> None:
-    """Instructor swallows errors raised in its hooks; the step must not complete unrecorded."""
+    """Instructor swallows errors raised in its hooks; the request must still not leave unrecorded."""
     runtime = make_runtime()
-    with sqlite3.connect(tmp_path / "stepline.db") as conn:
-        conn.execute("ALTER TABLE attempt RENAME TO attempt_elsewhere")
+    with closing(sqlite3.connect(tmp_path / "stepline.db")) as conn:  # every new attempt row fails
+        conn.execute(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON attempt "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full (injected)'); END"
+        )
+        conn.commit()
 
-    with pytest.raises(Exception, match="no such table: attempt"):
-        run_workflow(PIPELINE, INPUT, runtime)
+    result = run_workflow(PIPELINE, INPUT, runtime)
 
+    assert openai_server.requests == []  # asserted at the wire: nothing was sent
+    assert (result.status.value, result.failure_class) == ("paused", "storage")
+    assert "could not be recorded, so it was not sent" in (result.error or "")
+    assert "database or disk is full (injected)" in (result.error or "")
+    assert "[SQL:" not in (result.error or "")
+    assert "parameters" not in (result.error or "")
     (instance,) = runtime.store.list_instances()
-    assert instance.status == "failed"
-    assert "no such table: attempt" in (instance.error or "")
+    stopped = (instance.status, instance.failure_class, instance.failed_step)
+    assert stopped == ("paused", "storage", "extract-invoice")

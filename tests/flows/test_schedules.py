@@ -24,6 +24,7 @@ import pytest
 from flows.schedules import BATCH_FLOW, WORK_POOL, prefect_yaml, schedule_problems
 from steps.errors import ConfigError
 from steps.settings import DEFAULT_CATALOG, Settings, load_settings
+from tests.databases import sqlite_rows
 from tests.servers import OpenAIServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,10 +281,3 @@ input_dir = "inbox"
         served.terminate()
         served.wait(timeout=30)
         log.close()
-
-
-def sqlite_rows(path: Path, query: str) -> list[tuple[object, ...]]:
-    import sqlite3
-
-    with sqlite3.connect(path) as conn:
-        return [tuple(row) for row in conn.execute(query).fetchall()]

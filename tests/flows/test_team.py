@@ -50,7 +50,7 @@ def test_a_worker_runs_its_queued_instances_and_leaves_others_alone(
 ) -> None:
     runtime = make_runtime()
     ids = queue(runtime, 3)
-    assert runtime.store.lease_queued(ids[2:], "elsewhere:1:aaaaaa") == ids[2:]  # another worker's
+    assert list(runtime.store.lease_queued(ids[2:], "elsewhere:1:aaaaaa")) == ids[2:]  # another worker's
 
     counts = queued_flow(instance_ids=ids, concurrency=2)
 
@@ -65,8 +65,8 @@ def test_a_dead_workers_leased_queue_is_recovered_and_replayed_from_the_start(
 ) -> None:
     runtime = make_runtime()
     (waiting,) = queue(runtime, 1)
-    assert runtime.store.lease_queued([waiting], DEAD) == [waiting]
-    assert runtime.store.lease_queued([waiting], THIS_WORKER) == []  # one lease at a time
+    assert list(runtime.store.lease_queued([waiting], DEAD)) == [waiting]
+    assert runtime.store.lease_queued([waiting], THIS_WORKER) == {}  # one lease at a time
     with pytest.raises(ReplayRefused, match="is queued by localhost-test:999999"):
         replay(waiting, runtime)  # its worker may still be alive
 

@@ -312,7 +312,7 @@ def test_two_workers_share_the_store_and_the_limit_and_a_killed_one_loses_nothin
                 select(func.count()).select_from(Attempt).where(col(Attempt.finished_at).is_(None))
             ).one()
     finally:
-        store.engine.dispose()
+        store.close()
 
     requests = openai_server.requests
     times = sorted(r.monotonic for r in requests)

@@ -19,6 +19,7 @@ from flows.engine import Runtime
 from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
 from storage.models import InstanceStatus, Notification
+from storage.store import Fence
 from tests.flows.helpers import INPUT
 from tests.flows.pipeline import PIPELINE
 from tests.servers import OpenAIServer, invalid_json, ok
@@ -119,7 +120,10 @@ def test_search_and_status_filter_narrow_the_list(
         store.create_instance("contract-review", {"n": n}, "ana", source=f"inbox/c{n}.json")
     failed = store.create_instance("customer-intake", {"n": 9}, "bo", source="inbox/odd.json")
     store.finish_instance(
-        failed.id, InstanceStatus.PAUSED, failed_step="triage", failure_class="rate_limited"
+        Fence(failed.id, failed.fence),
+        InstanceStatus.PAUSED,
+        failed_step="triage",
+        failure_class="rate_limited",
     )
 
     async def scenario() -> None:
@@ -157,10 +161,15 @@ def test_field_filters_notifications_and_the_command_palette(
     runtime = make_runtime()
     store = runtime.store
     calm = store.create_instance("contract-review", {"n": 1}, "ana")
-    store.finish_instance(calm.id, InstanceStatus.PAUSED, failed_step="assess-risk", failure_class="timeout")
+    store.finish_instance(
+        Fence(calm.id, calm.fence), InstanceStatus.PAUSED, failed_step="assess-risk", failure_class="timeout"
+    )
     busy = store.create_instance("contract-review", {"n": 2}, "ana")
     store.finish_instance(
-        busy.id, InstanceStatus.PAUSED, failed_step="assess-risk", failure_class="rate_limited"
+        Fence(busy.id, busy.fence),
+        InstanceStatus.PAUSED,
+        failed_step="assess-risk",
+        failure_class="rate_limited",
     )
     store.add_notification(
         Notification(

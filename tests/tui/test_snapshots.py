@@ -7,7 +7,7 @@ only changes when the UI does. After an intended change:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ RAW = '{"vendor": "[bold red]Acme[/]", "total": "lots", "currency": "EUR", "note
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     store = Store(open_engine(f"sqlite:///{tmp_path / 'snap.db'}"))
     prompt = store.prompt_version(
         "extract-invoice", "Extract the invoice.", "Invoice: $text", "f" * 64, "ana"
@@ -90,7 +90,8 @@ def store(tmp_path: Path) -> Store:
             )
         )
         session.commit()
-    return store
+    yield store
+    store.close()
 
 
 def _attempt(prompt: str) -> Attempt:

@@ -1,0 +1,127 @@
+"""What every part of the store shares: short sessions, retries on dropped connections, one error type.
+
+Each store method runs as one function over a fresh session (``_run``). A
+connection that drops mid-transaction (a restarted or failed-over PostgreSQL,
+``pg_terminate_backend``, a proxy timing out) never committed, so the whole
+function is run again on a new connection, for a bounded time. Any other
+database error, or one that outlasts the retries, becomes ``DatabaseFailed``
+with the driver's one-line reason: never SQL or bound parameters, which hold
+inputs and model output.
+
+A commit whose acknowledgement was lost may have landed. Re-running an UPDATE
+sets the same values again; an INSERT passes ``landed``, which says whether
+the row is already there, so a retry never writes it twice. Rows are inserted
+as plain values (``insert_rows``), never through the ORM's unit of work: an
+object left over from a failed commit can come back detached, and a new
+session would then take it for a stored row and skip its INSERT.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, insert, update
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlmodel import Session, SQLModel, col
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+from storage.db import db_reason, release_engine, safe_url
+from storage.errors import DatabaseFailed
+from storage.models import Attempt, StepRun, WorkflowInstance
+
+__all__ = ["StoreBase", "insert_rows", "update_row"]
+
+T = TypeVar("T")
+
+_log = logging.getLogger("stepline.storage")
+
+
+def _dropped(dialect: str) -> Callable[[BaseException], bool]:
+    """Whether an error is a lost connection (its transaction never committed): worth a new try."""
+
+    def check(exc: BaseException) -> bool:
+        if not isinstance(exc, DBAPIError):
+            return False
+        if exc.connection_invalidated:
+            return True
+        # psycopg raises OperationalError for a refused or reset connection that SQLAlchemy does
+        # not always flag; on SQLite an OperationalError is a real error (no such table, read-only,
+        # locked past its 30 s busy timeout) that another try would not fix.
+        return isinstance(exc, OperationalError) and dialect != "sqlite"
+
+    return check
+
+
+class StoreBase:
+    """The engine and the session discipline; the aggregates in this package build on it."""
+
+    RETRY_FOR_S = 20.0
+    """How long a statement is retried across dropped connections before it fails."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def close(self) -> None:
+        """Give the engine back (it is shared by every store of this process on the same database)."""
+        release_engine(self.engine)
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def _run(
+        self,
+        what: str,
+        work: Callable[[Session], T],
+        *,
+        landed: Callable[[Session], T | None] | None = None,
+    ) -> T:
+        """``work`` in a fresh session, retried as a whole on a dropped connection.
+
+        ``landed`` is asked first on a retry: a non-None answer means the earlier
+        try committed after all, and is returned as the result.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception(_dropped(self.engine.dialect.name)),
+            stop=stop_after_delay(self.RETRY_FOR_S),
+            wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
+            before_sleep=lambda state: _log.warning(
+                "database connection lost while %s (try %d); retrying", what, state.attempt_number
+            ),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt, self._session() as session:
+                    if landed is not None and attempt.retry_state.attempt_number > 1:
+                        found = landed(session)
+                        if found is not None:
+                            return found
+                    return work(session)
+        except SQLAlchemyError as exc:
+            where = safe_url(self.engine.url)
+            raise DatabaseFailed(f"the database {where} failed while {what}: {db_reason(exc)}") from None
+        raise AssertionError("unreachable: tenacity returns or re-raises")
+
+
+def update_row(
+    session: Session,
+    model: type[WorkflowInstance] | type[StepRun] | type[Attempt],
+    row_id: str,
+    values: dict[str, Any],
+) -> None:
+    """One UPDATE by primary key (no read first: this is on every step's path)."""
+    result = session.execute(update(model).where(col(model.id) == row_id).values(**values))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise KeyError(f"no {model.__tablename__} with id {row_id}")
+
+
+def insert_rows(session: Session, *rows: SQLModel) -> None:
+    """INSERT these rows' values as they are (see the module docstring for why not ``add``)."""
+    by_table: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        table = type(row).__table__  # type: ignore[attr-defined]
+        by_table.setdefault(table, []).append({c.name: getattr(row, c.name) for c in table.columns})
+    for table, values in by_table.items():
+        session.execute(insert(table), values)

@@ -1,0 +1,189 @@
+"""Step runs and attempts: each request recorded before it is sent and completed when it ends.
+
+A step's first request writes its step run and its attempt in one commit; a
+failed attempt's outcome is committed at once; a successful attempt's outcome
+travels with the step run's finish. Every one of these writes is fenced
+(``storage.fencing``): a worker that lost its instance records nothing more,
+except its own late answer, kept for audit (``record_late_answer``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from storage.base import StoreBase, insert_rows, update_row
+from storage.fencing import Fence, guard
+from storage.models import Attempt, StepRun, StepRunStatus, utcnow
+
+__all__ = ["LATE_ANSWER", "RunStore"]
+
+LATE_ANSWER = "superseded"
+"""The failure class of a stale worker's request answered after its instance changed hands."""
+
+
+class RunStore(StoreBase):
+    """Step runs and attempts."""
+
+    def start_attempt(self, fence: Fence, attempt: Attempt, *, step_run: StepRun | None = None) -> str:
+        """Record a request about to be sent (``finished_at`` empty: in flight); its id.
+
+        ``step_run`` is its step run when not yet written: the step's first
+        request writes both in one commit.
+        """
+
+        def work(session: Session) -> str:
+            guard(session, fence)
+            insert_rows(session, *([step_run] if step_run is not None else []), attempt)
+            session.commit()
+            return attempt.id
+
+        def landed(session: Session) -> str | None:
+            return attempt.id if session.get(Attempt, attempt.id) is not None else None
+
+        return self._run("recording a request before sending it", work, landed=landed)
+
+    def finish_attempt(self, fence: Fence, attempt_id: str, **values: Any) -> None:
+        """Complete an in-flight attempt row with what came back."""
+
+        def work(session: Session) -> None:
+            guard(session, fence)
+            update_row(session, Attempt, attempt_id, values)
+            session.commit()
+
+        self._run("recording an answer", work)
+
+    def finish_step_run(
+        self,
+        fence: Fence,
+        step_run_id: str,
+        status: StepRunStatus,
+        *,
+        attempts: int,
+        model_id: str | None = None,
+        output: Any = None,
+        failure_class: str | None = None,
+        insert: StepRun | None = None,
+        last_attempt: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """End a step run, in one transaction with what is still unwritten.
+
+        ``insert`` is the run itself when no attempt wrote it (it failed before
+        any request); ``last_attempt`` is the successful attempt's outcome
+        (id, values), which the run's own commit carries: one commit per step.
+        """
+        values = {
+            "status": status.value,
+            "attempts": attempts,
+            "model_id": model_id,
+            "output": output,
+            "failure_class": failure_class,
+            "finished_at": utcnow(),
+        }
+
+        def work(session: Session) -> None:
+            guard(session, fence)
+            if insert is not None and session.get(StepRun, insert.id) is None:
+                for name, value in values.items():
+                    setattr(insert, name, value)
+                insert_rows(session, insert)
+            else:
+                update_row(session, StepRun, step_run_id, values)
+            if last_attempt is not None:
+                attempt_id, outcome = last_attempt
+                update_row(session, Attempt, attempt_id, outcome)
+            session.commit()
+
+        self._run("recording the end of a step", work)
+
+    def record_late_answer(self, attempt_id: str, generation: int, outcome: dict[str, Any]) -> bool:
+        """Keep a stale worker's late answer on its own attempt row, for audit; never applied.
+
+        The row was closed when the instance changed hands; it gets the answer
+        (raw text and body, tokens, cost: it was billed) and the class
+        ``superseded``. Nothing else changes: not the step run, not the instance.
+        """
+        kept = {
+            k: outcome[k]
+            for k in ("raw_output", "raw_response", "tokens_in", "tokens_out", "cost_usd", "latency_ms")
+            if k in outcome
+        }
+
+        def work(session: Session) -> bool:
+            result = session.execute(
+                update(Attempt)
+                .where(col(Attempt.id) == attempt_id, col(Attempt.finished_at).is_not(None))
+                .values(
+                    **kept,
+                    failure_class=LATE_ANSWER,
+                    error_message=(
+                        f"answered after this instance changed hands (sent in generation {generation} "
+                        "by a worker then judged dead); kept for audit, never applied"
+                    ),
+                )
+            )
+            session.commit()
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+        return self._run("keeping a late answer", work)
+
+    def reusable_outputs(self, instance_id: str) -> dict[tuple[str, int], Any]:
+        """The newest completed output of each (step, index): what a replay need not redo."""
+        query = (
+            select(StepRun)
+            .where(StepRun.instance_id == instance_id, StepRun.status == StepRunStatus.COMPLETED.value)
+            .order_by(col(StepRun.generation))
+        )
+        return self._run(
+            "reading completed steps",
+            lambda session: {(run.step, run.index): run.output for run in session.exec(query).all()},
+        )
+
+    def supersede_from(self, fence: Fence, step: str) -> int:
+        """Mark ``step``'s completed runs, and every completed run after it, to be redone."""
+        instance_id = fence.instance_id
+
+        def work(session: Session) -> int:
+            guard(session, fence)
+            first = session.exec(
+                select(func.min(StepRun.started_at)).where(
+                    StepRun.instance_id == instance_id,
+                    StepRun.step == step,
+                    StepRun.status == StepRunStatus.COMPLETED.value,
+                )
+            ).one()
+            if first is None:
+                session.commit()
+                return 0
+            result = session.execute(
+                update(StepRun)
+                .where(
+                    col(StepRun.instance_id) == instance_id,
+                    col(StepRun.status) == StepRunStatus.COMPLETED.value,
+                    col(StepRun.started_at) >= first,
+                )
+                .values(status=StepRunStatus.SUPERSEDED.value)
+            )
+            session.commit()
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+        return self._run("marking steps to redo", work)
+
+    def last_attempt(self, step_run_id: str) -> Attempt | None:
+        query = (
+            select(Attempt)
+            .where(Attempt.step_run_id == step_run_id)
+            .order_by(col(Attempt.attempt_number).desc())
+        )
+        return self._run("reading an attempt", lambda session: session.exec(query).first())
+
+    def last_attempt_of_step(self, instance_id: str, step: str) -> Attempt | None:
+        """The newest attempt at ``step`` in an instance (any generation)."""
+        query = (
+            select(Attempt)
+            .where(Attempt.instance_id == instance_id, Attempt.step == step)
+            .order_by(col(Attempt.started_at).desc(), col(Attempt.attempt_number).desc())
+        )
+        return self._run("reading an attempt", lambda session: session.exec(query).first())

@@ -52,7 +52,6 @@ from storage.models import InstanceStatus, ReviewItem, ReviewStatus, WorkflowIns
 from storage.store import Claim, Fence, LeaseLost, StorageError
 
 __all__ = [
-    "REVIEW_FAILURES",
     "ReplayRefused",
     "ReviewError",
     "RunResult",
@@ -68,9 +67,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("stepline")
-
-REVIEW_FAILURES = frozenset({FailureClass.SCHEMA_INVALID, FailureClass.TRUNCATED, FailureClass.REFUSED})
-"""Failures about the output itself: a person can judge or correct it."""
 
 
 class ReplayRefused(StepLineError):
@@ -512,7 +508,7 @@ def _stopped(workflow: Workflow, runtime: Runtime, scope: Scope, owner: str, exc
     store = runtime.store
     review = None
     run = scope.failed_run
-    if exc.failure in REVIEW_FAILURES and run is not None:
+    if exc.failure.behaviour.review and run is not None:
         last = store.last_attempt(run.id)
         review = ReviewItem(
             instance_id=scope.instance_id,
@@ -537,7 +533,7 @@ def _stopped(workflow: Workflow, runtime: Runtime, scope: Scope, owner: str, exc
         error=exc.message,
         review=review,
     )
-    if exc.failure is not FailureClass.INTERRUPTED:  # the operator stopped it: they know
+    if exc.failure.behaviour.notifies:  # not, say, when the operator stopped it: they know
         try:
             _notify_stop(runtime, workflow, scope, owner, exc, status, action)
         except StorageError as error:  # a notification never fails the instance it is about

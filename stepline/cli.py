@@ -61,15 +61,15 @@ def _check_id(kind: str, value: str, listing: str) -> None:
 
 
 def _open_store() -> Any:
-    from steps.errors import ConfigError
+    from stepline.errors import StepLineError
     from steps.settings import load_settings
-    from storage.db import StorageError, open_engine
+    from storage.db import open_engine
     from storage.store import Store
 
     try:
         settings = load_settings()
         return Store(open_engine(settings.database_url))
-    except (ConfigError, StorageError) as exc:
+    except StepLineError as exc:
         _fail(str(exc))
 
 
@@ -113,20 +113,18 @@ def _use_local_server() -> None:
 
 def _open_runtime() -> Any:
     from flows.engine import Runtime
-    from steps.errors import StepLineError
-    from storage.db import StorageError
+    from stepline.errors import StepLineError
 
     try:
         return Runtime.open()
-    except (StepLineError, StorageError) as exc:
+    except StepLineError as exc:
         _fail(str(exc))
 
 
 def _drive(label: str, work: Any) -> Any:
     """Run ``work(on_step)`` under a progress line; turn Stepline's errors into exit codes."""
     from flows.engine import ensure_prefect_api
-    from steps.errors import StepLineError
-    from storage.db import StorageError
+    from stepline.errors import StepLineError
     from storage.errors import DatabaseFailed
 
     calls = 0
@@ -146,7 +144,7 @@ def _drive(label: str, work: Any) -> Any:
                 "`stepline recover` pauses it, then `stepline replay` resumes it",
                 code=1,
             )
-        except (StepLineError, StorageError) as exc:
+        except StepLineError as exc:
             _fail(str(exc))
         except KeyboardInterrupt:
             _fail("interrupted; the instance is paused (interrupted): `stepline replay <id>` resumes it", 130)
@@ -197,7 +195,7 @@ def run(
     _prepare_flows(verbose)
     from flows.instances import parse_input, run_workflow
     from flows.registry import get_workflow
-    from steps.errors import StepLineError
+    from stepline.errors import StepLineError
 
     try:
         chosen = get_workflow(workflow)
@@ -244,8 +242,7 @@ def _run_batch(
     _prepare_flows(verbose)
     from flows.batch import read_items, run_batch
     from flows.registry import get_workflow
-    from steps.errors import StepLineError
-    from storage.db import StorageError
+    from stepline.errors import StepLineError
 
     try:
         chosen = get_workflow(workflow)
@@ -280,7 +277,7 @@ def _run_batch(
                 cancel=cancel,
                 on_outcome=view.advance,
             )
-    except (StepLineError, StorageError) as exc:
+    except StepLineError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         err.print(
@@ -333,8 +330,7 @@ def submit(
     from flows.batch import BatchItem, read_items
     from flows.registry import get_workflow
     from flows.team import submit as submit_instances
-    from steps.errors import StepLineError
-    from storage.db import StorageError
+    from stepline.errors import StepLineError
 
     path = Path(input)
     try:
@@ -360,7 +356,7 @@ def submit(
                 concurrency=concurrency,
                 owner=owner,
             )
-    except (StepLineError, StorageError) as exc:
+    except StepLineError as exc:
         _fail(str(exc))
     for outcome in done.rejected:
         err.print(f"[bold red]rejected:[/] {escape(outcome.message or outcome.item.source)}", highlight=False)
@@ -427,14 +423,14 @@ def recover(
     """
     from flows.recovery import find_lost
     from flows.recovery import recover as recover_instance
-    from storage.db import StorageError
+    from stepline.errors import StepLineError
 
     settings = _load_catalog()
     store = _open_store()
     try:
         lost = find_lost(store, settings)
         swept = store.close_abandoned("storage")
-    except StorageError as exc:
+    except StepLineError as exc:
         _fail(str(exc))
     if swept and not as_json:
         err.print(f"closed the unfinished step runs and requests of {swept} stopped instance(s)")
@@ -465,11 +461,12 @@ def recover(
         return
     # Workers recover their dead peers' instances as their flow runs start, but leave replaying
     # them to an operator: replay those too, and those a database or Prefect outage paused.
-    from steps.errors import INFRASTRUCTURE_FAILURES
+    from steps.errors import FailureClass
 
     earlier = [
         found.id
-        for failure in sorted(INFRASTRUCTURE_FAILURES)
+        for failure in FailureClass
+        if failure.behaviour.infrastructure
         for found in store.search_instances(status="paused", failure_class=failure.value, limit=10_000)
     ]
     to_replay = list(dict.fromkeys([item.instance.id for item in recovered] + earlier))
@@ -487,8 +484,7 @@ def _replay_lost(to_replay: list[str], concurrency: int, as_json: bool, verbose:
     from flows.engine import ensure_prefect_api
     from flows.instances import ReplayRefused, interrupt
     from flows.instances import replay as replay_instance
-    from steps.errors import StepLineError
-    from storage.db import StorageError
+    from stepline.errors import StepLineError
 
     runtime = _open_runtime()
     started = time.monotonic()
@@ -497,7 +493,7 @@ def _replay_lost(to_replay: list[str], concurrency: int, as_json: bool, verbose:
     def replay_one(instance_id: str) -> tuple[Any, float]:
         try:
             result: Any = replay_instance(instance_id, runtime)
-        except (StepLineError, StorageError) as exc:  # replayed elsewhere meanwhile, unknown workflow...
+        except StepLineError as exc:  # replayed elsewhere meanwhile, unknown workflow...
             result = exc  # ...: say so and go on with the others
         return result, time.monotonic() - started
 
@@ -622,7 +618,7 @@ def review_reject(
     _check_text("--note", note)
     _prepare_flows(verbose=False)
     from flows.instances import reject_review
-    from steps.errors import StepLineError
+    from stepline.errors import StepLineError
 
     runtime = _open_runtime()
     try:
@@ -1098,10 +1094,10 @@ def server_logs(
 
 
 def main() -> None:
-    from storage.errors import StorageError
+    from stepline.errors import StepLineError
 
     try:
         app()
-    except StorageError as exc:  # the database failed mid-command: one line, never a traceback
+    except StepLineError as exc:  # whatever a command did not handle: one line, never a traceback
         err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         sys.exit(1)

@@ -1,35 +1,38 @@
-"""Stepline's errors: one tree, with the failure class carried as data.
+"""The step runtime's errors, and ``FailureClass``: why a step failed, with what that implies.
 
-    StepLineError
+This is the ``steps`` branch of the one error tree drawn in ``stepline.errors``:
+
+    StepLineError (stepline.errors)
     ├── ConfigError ........... the catalog or settings file is wrong (an operator fix)
     ├── DefinitionError ....... a step or workflow is declared wrongly (a developer fix)
-    ├── InputError ............ a workflow's input does not match its input model
+    ├── InputError ............ an input, id or option cannot be used as given
     ├── StepFailed ............ a step ran and did not produce a valid output;
     │                           ``failure`` says why, as a ``FailureClass``
     └── Superseded ............ this process no longer holds the instance (it was judged
                                 dead and the instance handed on): stop, write nothing more
 
 A step failure is never a subclass per cause: callers branch on
-``StepFailed.failure`` (an enum stored on every failed attempt), so the
-taxonomy lives in exactly one place, ``FailureClass``, and the mapping from
-SDK exceptions and response fields to it lives in ``steps.classify``.
-
-Errors define ``__reduce__`` so they survive pickling: Prefect may move an
-exception between threads or processes, and keyword-only constructors do not
-round-trip through the default pickle protocol.
+``StepFailed.failure`` (an enum stored on every failed attempt), and what each
+class implies (retried? tried on the next model? a person's review? the
+owner told? resumed by ``stepline recover``?) is data on the class itself
+(``FailureClass.behaviour``), read by every place that decides. The mapping
+from SDK exceptions and response fields to a class lives in ``steps.classify``.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+from dataclasses import dataclass
+from enum import Enum, StrEnum
 from typing import Any
 
+from stepline.errors import StepLineError
+
 __all__ = [
-    "INFRASTRUCTURE_FAILURES",
-    "TRANSIENT_FAILURES",
+    "Behaviour",
     "ConfigError",
     "DefinitionError",
     "FailureClass",
+    "Fallback",
     "InputError",
     "StepFailed",
     "StepLineError",
@@ -37,6 +40,36 @@ __all__ = [
     "describe_json_error",
     "describe_validation_error",
 ]
+
+
+class Fallback(Enum):
+    """Whether a failure, once a model's own retries are spent, tries the step's next model."""
+
+    ALWAYS = "always"
+    IF_STEP_ALLOWS = "if_step_allows"
+    """Only with ``Step(fallback_on_refusal=True)``: another model may answer what one refused."""
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What a failure class implies for the step, the instance and the people around it."""
+
+    transient: bool = False
+    """Retried on the same model after a wait (``RetryPolicy``), honouring retry-after."""
+    fallback: Fallback = Fallback.NEVER
+    """Whether the next model of the step's chain is tried after this one."""
+    review: bool = False
+    """About the output itself: the instance waits for a person (needs_review), never advances."""
+    notifies: bool = True
+    """The owner is told when an instance stops with it."""
+    infrastructure: bool = False
+    """What runs the step failed (its process, the database, Prefect's API), not the step or its
+    model: ``stepline recover --replay`` resumes it once that is back."""
+    trips_model: bool = False
+    """The model is taken out of service for every caller in this process (a spent quota)."""
+    action: str = "fix the cause, then `stepline replay <id>`"
+    """What an operator does about it, for messages, notifications and the TUI."""
 
 
 class FailureClass(StrEnum):
@@ -52,12 +85,18 @@ class FailureClass(StrEnum):
     """No complete response within the client's timeout."""
     CONNECTION = "connection"
     """The connection failed or was reset before a response arrived."""
+    QUOTA = "quota"
+    """The account's quota, credit or spend limit is used up: waiting will not help."""
     SCHEMA_INVALID = "schema_invalid"
     """The model answered, but not with JSON matching the output model."""
     TRUNCATED = "truncated"
     """The model stopped at its token limit (finish_reason length / max_tokens)."""
     REFUSED = "refused"
-    """The model refused, or a content filter blocked the answer."""
+    """The model declined to answer (a refusal field, stop_reason refusal)."""
+    CONTENT_FILTER = "content_filter"
+    """The provider's content filter stopped the answer (finish_reason content_filter)."""
+    PII_BLOCKED = "pii_blocked"
+    """Personal data could not be kept out of a request to a non-private model: not sent."""
     AUTH = "auth"
     """HTTP 401/403 or a missing API key."""
     BAD_REQUEST = "bad_request"
@@ -77,41 +116,47 @@ class FailureClass(StrEnum):
     UNKNOWN = "unknown"
     """Anything not mapped above; kept so that no failure is ever dropped."""
 
+    @property
+    def behaviour(self) -> Behaviour:
+        return _BEHAVIOUR[self]
 
-TRANSIENT_FAILURES: frozenset[FailureClass] = frozenset(
-    {
-        FailureClass.RATE_LIMITED,
-        FailureClass.OVERLOADED,
-        FailureClass.UNAVAILABLE,
-        FailureClass.TIMEOUT,
-        FailureClass.CONNECTION,
-    }
+
+_TRANSIENT = Behaviour(
+    transient=True,
+    fallback=Fallback.ALWAYS,
+    action="nothing if it passes; else wait or add a fallback model, then `stepline replay <id>`",
 )
-"""Failures worth retrying on the same model after a wait."""
-
-INFRASTRUCTURE_FAILURES: frozenset[FailureClass] = frozenset(
-    {FailureClass.WORKER_LOST, FailureClass.STORAGE, FailureClass.ORCHESTRATOR}
-)
-"""Stops caused by what runs the step (its process, the database, Prefect's API), not by the step
-or its model: ``stepline recover --replay`` resumes them once that is back."""
-
-
-class StepLineError(Exception):
-    """Base of every error Stepline raises on purpose."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.__dict__))
-
-
-def _rebuild(cls: type[StepLineError], state: dict[str, Any]) -> StepLineError:
-    error = cls.__new__(cls)
-    Exception.__init__(error, state.get("message", ""))
-    error.__dict__.update(state)
-    return error
+_OUTPUT = "correct or reject the output: `stepline review approve <id> --output <file>` (or the TUI)"
+_RESUME = "`stepline recover --replay` (or `stepline replay <id>`) once it is back"
+_BEHAVIOUR: dict[FailureClass, Behaviour] = {
+    FailureClass.RATE_LIMITED: _TRANSIENT,
+    FailureClass.OVERLOADED: _TRANSIENT,
+    FailureClass.UNAVAILABLE: _TRANSIENT,
+    FailureClass.TIMEOUT: _TRANSIENT,
+    FailureClass.CONNECTION: _TRANSIENT,
+    FailureClass.QUOTA: Behaviour(
+        fallback=Fallback.ALWAYS,
+        trips_model=True,
+        action="raise the account's spend limit or add credit, then `stepline replay <id>`",
+    ),
+    FailureClass.SCHEMA_INVALID: Behaviour(review=True, action=_OUTPUT),
+    FailureClass.TRUNCATED: Behaviour(review=True, action=_OUTPUT + "; or raise max_tokens and replay"),
+    FailureClass.REFUSED: Behaviour(fallback=Fallback.IF_STEP_ALLOWS, review=True, action=_OUTPUT),
+    FailureClass.CONTENT_FILTER: Behaviour(fallback=Fallback.IF_STEP_ALLOWS, review=True, action=_OUTPUT),
+    FailureClass.PII_BLOCKED: Behaviour(
+        fallback=Fallback.ALWAYS,
+        action="route the step to a private model or remove the personal data from its prompt, "
+        "then `stepline replay <id>`",
+    ),
+    FailureClass.AUTH: Behaviour(action="fix the API key in the environment, then `stepline replay <id>`"),
+    FailureClass.BAD_REQUEST: Behaviour(action="fix the catalog or the prompt, then `stepline replay <id>`"),
+    FailureClass.INTERRUPTED: Behaviour(notifies=False, action="`stepline replay <id>` resumes it"),
+    FailureClass.ORCHESTRATOR: Behaviour(infrastructure=True, action=_RESUME),
+    FailureClass.WORKER_LOST: Behaviour(infrastructure=True, action=_RESUME),
+    FailureClass.STORAGE: Behaviour(infrastructure=True, action=_RESUME),
+    FailureClass.SUPERSEDED: Behaviour(notifies=False, action="nothing: kept for audit"),
+    FailureClass.UNKNOWN: Behaviour(),
+}
 
 
 def describe_validation_error(exc: Any) -> str:
@@ -136,7 +181,7 @@ class DefinitionError(StepLineError):
 
 
 class InputError(StepLineError):
-    """A workflow input is not valid JSON or does not match the input model."""
+    """An input, id or option cannot be used as given (not JSON, wrong shape, past a limit)."""
 
 
 class Superseded(StepLineError):

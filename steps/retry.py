@@ -12,12 +12,11 @@ import random
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from steps.errors import TRANSIENT_FAILURES, FailureClass
+from steps.errors import FailureClass
 
 __all__ = ["DEFAULT_RETRY", "RetryPolicy"]
 
 _RNG = random.Random()
-_NEVER_RETRIED = frozenset({FailureClass.AUTH, FailureClass.BAD_REQUEST, FailureClass.REFUSED})
 
 
 class RetryPolicy(BaseModel):
@@ -50,12 +49,12 @@ class RetryPolicy(BaseModel):
         for failure, count in value.items():
             if count < 0:
                 raise ValueError(f"retries for {failure.value} must be >= 0")
-            if count and failure in _NEVER_RETRIED:
-                raise ValueError(f"{failure.value} is never retried (it would fail the same way)")
-            if count and failure not in TRANSIENT_FAILURES:
+            if count and failure is FailureClass.SCHEMA_INVALID:
                 raise ValueError(
                     f"{failure.value} is not transient; schema failures use the step's max_reasks"
                 )
+            if count and not failure.behaviour.transient:
+                raise ValueError(f"{failure.value} is never retried (it would fail the same way)")
         return value
 
     def allows(self, failure: FailureClass, retries_so_far: int) -> bool:

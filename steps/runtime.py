@@ -28,9 +28,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from steps.classify import classify_exception, classify_response, retry_after_seconds
 from steps.definition import Prompt, Step
 from steps.errors import (
-    TRANSIENT_FAILURES,
     DefinitionError,
     FailureClass,
+    Fallback,
     StepFailed,
     StepLineError,
     Superseded,
@@ -471,7 +471,7 @@ class StepExecutor:
         waits: list[float] = []
 
         def retryable(exc: BaseException) -> bool:
-            if not isinstance(exc, StepFailed) or exc.failure not in TRANSIENT_FAILURES:
+            if not isinstance(exc, StepFailed) or not exc.failure.behaviour.transient:
                 return False
             if exc.retry_after is not None and exc.retry_after > policy.max_retry_after_s:
                 return False  # asked to wait longer than we will: move on instead
@@ -542,6 +542,5 @@ class StepExecutor:
 
 def _moves_on(step: Step[Any, Any], failure: FailureClass) -> bool:
     """Whether a failure, once retries on a model are spent, may try the next model."""
-    if failure in TRANSIENT_FAILURES:
-        return True
-    return failure is FailureClass.REFUSED and step.fallback_on_refusal
+    fallback = failure.behaviour.fallback
+    return fallback is Fallback.ALWAYS or (fallback is Fallback.IF_STEP_ALLOWS and step.fallback_on_refusal)

@@ -1,6 +1,9 @@
 """Storage's errors: what went wrong with the database, said so that an operator can act.
 
-    StorageError ............. the database cannot be opened, reached or migrated
+The ``storage`` branch of the one error tree (``stepline.errors``):
+
+    StepLineError
+    └── StorageError ......... the database cannot be opened, reached or migrated
     ├── DatabaseFailed ....... a read or write failed mid-operation, after its retries
     │                          (connection dropped, locked, read-only, disk full)
     └── LeaseLost ............ a worker's write was refused: the instance changed hands
@@ -11,10 +14,12 @@ Messages never carry SQL or bound parameters: those hold inputs and model output
 
 from __future__ import annotations
 
+from stepline.errors import StepLineError
+
 __all__ = ["DatabaseFailed", "LeaseLost", "StorageError"]
 
 
-class StorageError(Exception):
+class StorageError(StepLineError):
     """The database cannot be used; the message says what to fix."""
 
 
@@ -36,6 +41,3 @@ class LeaseLost(StorageError):
         )
         self.instance_id = instance_id
         self.token = token
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (LeaseLost, (self.instance_id, self.token))

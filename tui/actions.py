@@ -20,11 +20,28 @@ def operator() -> str:
 
 
 class Outcome:
-    """What happened, in one line for a notification, and whether it went well."""
+    """What happened, in one line, whether it went well, and if not what the operator can do."""
 
-    def __init__(self, ok: bool, message: str) -> None:
+    def __init__(self, ok: bool, message: str, action: str = "") -> None:
         self.ok = ok
         self.message = message
+        self.action = action
+
+
+def _failed(exc: BaseException) -> Outcome:
+    """Any failure of an action as an ``Outcome``: the TUI shows it and never quits over it."""
+    from stepline.errors import StepLineError
+    from steps.errors import StepFailed
+
+    if isinstance(exc, StepFailed):
+        return Outcome(False, exc.message, exc.failure.behaviour.action)
+    if isinstance(exc, StepLineError):
+        return Outcome(False, exc.message)
+    return Outcome(  # not one of Stepline's own errors: a bug, said as such
+        False,
+        f"{type(exc).__name__}: {exc}",
+        "this is a bug in Stepline; the instance is as `stepline show <id>` says; please report it",
+    )
 
 
 def _runtime() -> Any:
@@ -61,47 +78,49 @@ def _runtime() -> Any:
 
 
 def _describe(result: Any) -> Outcome:
+    from steps.errors import FailureClass
+
     if result.status.value == "completed":
         return Outcome(True, f"instance {result.instance_id[:12]} completed")
+    known = {f.value for f in FailureClass}
+    failure = FailureClass(result.failure_class) if result.failure_class in known else FailureClass.UNKNOWN
     return Outcome(
         False,
-        f"instance {result.instance_id[:12]} {result.status.value} "
-        f"at {result.failed_step}: {result.failure_class}",
+        f"instance {result.instance_id[:12]} {result.status.value} at {result.failed_step}: "
+        f"{result.failure_class}: {result.error or ''}".rstrip(": "),
+        failure.behaviour.action.replace("<id>", result.instance_id[:12]),
     )
 
 
 def approve(review_id: str, output: Any, by: str) -> Outcome:
     from flows.instances import approve_review
-    from steps.errors import StepLineError
 
-    with _runtime() as runtime:
-        try:
+    try:
+        with _runtime() as runtime:
             return _describe(approve_review(review_id, output, runtime, by=by, note="approved in the TUI"))
-        except StepLineError as exc:
-            return Outcome(False, exc.message)
+    except Exception as exc:
+        return _failed(exc)
 
 
 def reject(review_id: str, by: str) -> Outcome:
     from flows.instances import reject_review
-    from steps.errors import StepLineError
 
-    with _runtime() as runtime:
-        try:
+    try:
+        with _runtime() as runtime:
             reject_review(review_id, runtime, by=by, note="rejected in the TUI")
-        except StepLineError as exc:
-            return Outcome(False, exc.message)
+    except Exception as exc:
+        return _failed(exc)
     return Outcome(True, f"review {review_id[:12]} rejected; the instance is failed")
 
 
 def replay(instance_id: str) -> Outcome:
     from flows.instances import replay as replay_instance
-    from steps.errors import StepLineError
 
-    with _runtime() as runtime:
-        try:
+    try:
+        with _runtime() as runtime:
             return _describe(replay_instance(instance_id, runtime))
-        except StepLineError as exc:
-            return Outcome(False, exc.message)
+    except Exception as exc:
+        return _failed(exc)
 
 
 def save_prompt(step_name: str, system: str, template: str, author: str, note: str | None) -> Outcome:
@@ -110,27 +129,31 @@ def save_prompt(step_name: str, system: str, template: str, author: str, note: s
 
     from flows.registry import known_workflows
     from steps.definition import Prompt
-    from steps.errors import StepLineError
 
-    steps = [s for w in known_workflows().values() for s in w.steps if s.name == step_name]
-    if not steps:
-        return Outcome(False, f"no registered workflow has a step {step_name!r}; nothing saved")
-    prompt = Prompt(system=system, user=template)
     try:
+        steps = [s for w in known_workflows().values() for s in w.steps if s.name == step_name]
+        if not steps:
+            return Outcome(False, f"no registered workflow has a step {step_name!r}; nothing saved")
+        prompt = Prompt(system=system, user=template)
         for step in steps:
             dataclasses.replace(step, prompt=prompt)  # the checks a prompt in code gets
-    except StepLineError as exc:
-        return Outcome(False, f"{exc.message}; nothing saved")
-    with _runtime() as runtime:
-        version = runtime.store.set_current_prompt(
-            step_name, system, template, prompt.content_hash, author, note
-        )
+        with _runtime() as runtime:
+            version = runtime.store.set_current_prompt(
+                step_name, system, template, prompt.content_hash, author, note
+            )
+    except Exception as exc:
+        outcome = _failed(exc)
+        return Outcome(False, f"{outcome.message}; nothing saved", outcome.action)
     return Outcome(True, f"saved as version {version[:12]}; {step_name} uses it from its next run")
 
 
-def replay_step(step: str, on_result: Any) -> None:
+def replay_step(step: str, on_result: Any) -> Outcome:
     """Replay every instance stopped at ``step``; ``on_result`` hears each as it ends."""
     from flows.instances import replay_step_failures
 
-    with _runtime() as runtime:
-        replay_step_failures(step, runtime, on_result=on_result)
+    try:
+        with _runtime() as runtime:
+            done = replay_step_failures(step, runtime, on_result=on_result)
+    except Exception as exc:
+        return _failed(exc)
+    return Outcome(True, f"{step}: {len(done)} instance(s) replayed")

@@ -6,11 +6,14 @@ import functools
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
 from storage.store import Store
+from tui.screens.error import ActionFailed
 from tui.screens.instances import InstancesScreen
 
 __all__ = ["StepLineApp"]
@@ -32,6 +35,17 @@ class StepLineApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(InstancesScreen(self.store))
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """A worker that raised (reading the store, say) shows what failed; the app stays open.
+
+        Every worker runs with ``exit_on_error=False``: by default Textual quits the app.
+        """
+        if event.state is WorkerState.ERROR and event.worker.error is not None:
+            error = event.worker.error
+            message = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+            self.push_screen(ActionFailed(f"{event.worker.name or 'a background task'} failed", message))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The screens, in the command palette (ctrl+p), beside Textual's own commands."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tests.flows.pipeline import PIPELINE, tool_of
 from tests.servers import OpenAIServer, Reply, error, ok
 from tui.app import StepLineApp
 from tui.screens.attempt import AttemptScreen
+from tui.screens.error import ActionFailed
 from tui.screens.instance import InstanceScreen
 from tui.screens.instances import InstancesScreen
 from tui.screens.prompts import PromptScreen, PromptsScreen
@@ -188,8 +190,11 @@ def test_a_prompt_with_an_unknown_placeholder_is_refused_and_nothing_saved(
             app.screen.query_one("#template", TextArea).text = "Invoice: $txt"
             await pilot.press("ctrl+s")
             await settle(app)
-            assert isinstance(app.screen, PromptScreen)  # still editing
-            assert any("txt" in n.message and "nothing saved" in n.message for n in app._notifications)
+            assert isinstance(app.screen, ActionFailed)  # said where it can be read, then...
+            assert "txt" in app.screen.message
+            assert "nothing saved" in app.screen.message
+            await pilot.press("escape")
+            assert isinstance(app.screen, PromptScreen)  # ...still editing
 
     asyncio.run(scenario())
     assert runtime.store.current_prompt("extract-invoice") is None
@@ -226,3 +231,41 @@ def test_after_a_prompt_edit_every_instance_stopped_at_the_step_is_replayed_live
 
     asyncio.run(scenario())
     assert {runtime.store.get_instance(s.instance_id).status for s in stopped} == {"completed"}  # type: ignore[union-attr]
+
+
+def test_a_failed_action_shows_what_happened_and_what_to_do_and_the_app_stays_open(
+    make_runtime: Callable[..., Runtime],
+    openai_server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    openai_server.enqueue(ok(VALID), error(401))
+    runtime = make_runtime()
+    assert run_workflow(PIPELINE, INPUT, runtime).status is InstanceStatus.PAUSED
+    openai_server.default = error(401)  # the key is still refused: the replay pauses again
+
+    async def scenario() -> None:
+        app = StepLineApp(runtime.store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app)
+            await pilot.press("enter", "R")
+            await settle(app)
+            assert isinstance(app.screen, ActionFailed)
+            assert "paused at categorize: auth" in app.screen.message
+            assert app.screen.action_text.startswith("fix the API key in the environment")
+            await pilot.press("escape")
+            assert isinstance(app.screen, InstanceScreen)
+
+            # The action cannot even start: the catalog became unreadable meanwhile.
+            broken = tmp_path / "broken.toml"
+            broken.write_text("[models.x]\nprovider = \n")
+            monkeypatch.setenv("STEPLINE_CONFIG", str(broken))
+            await pilot.press("R")
+            await settle(app)
+            assert isinstance(app.screen, ActionFailed)
+            assert "broken.toml" in app.screen.message
+            await pilot.press("enter")
+            assert isinstance(app.screen, InstanceScreen)
+            assert app.is_running
+
+    asyncio.run(scenario())

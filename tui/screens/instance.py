@@ -17,6 +17,7 @@ from storage.models import as_utc
 from storage.store import Store
 from tui import actions
 from tui.literal import literal
+from tui.screens.error import ActionFailed
 
 __all__ = ["InstanceScreen"]
 
@@ -59,13 +60,16 @@ class InstanceScreen(Screen[None]):
         self.notify(f"replaying {self.instance_id[:12]} from its failed step…")
         self._replay()
 
-    @work(thread=True, exclusive=True, group="replay")
+    @work(thread=True, exclusive=True, group="replay", exit_on_error=False)
     def _replay(self) -> None:
         outcome = actions.replay(self.instance_id)
         self.app.call_from_thread(self._replayed, outcome)
 
     def _replayed(self, outcome: actions.Outcome) -> None:
-        self.notify(outcome.message, severity="information" if outcome.ok else "error", timeout=8)
+        if outcome.ok:
+            self.notify(outcome.message, timeout=8)
+        else:
+            self.app.push_screen(ActionFailed("the replay did not complete", outcome.message, outcome.action))
         self.refresh_detail()
 
     def refresh_detail(self) -> None:

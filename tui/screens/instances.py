@@ -130,7 +130,7 @@ class InstancesScreen(Screen[None]):
             found["status"] = status
         return found
 
-    @work(thread=True, exclusive=True, group="page")
+    @work(thread=True, exclusive=True, group="page", exit_on_error=False)
     def _load_page(self) -> None:
         """Fetch the next page off the UI thread; the table grows when it arrives."""
         filters = self._filters()

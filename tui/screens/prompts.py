@@ -17,6 +17,7 @@ from storage.models import PromptVersion
 from storage.store import Store
 from tui import actions
 from tui.literal import literal
+from tui.screens.error import ActionFailed
 
 __all__ = ["PromptScreen", "PromptsScreen"]
 
@@ -140,12 +141,14 @@ class PromptScreen(Screen[None]):
         note = self.query_one("#note", Input).value.strip() or None
         self._save(template, actions.operator(), note)
 
-    @work(thread=True, exclusive=True, group="save")
+    @work(thread=True, exclusive=True, group="save", exit_on_error=False)
     def _save(self, template: str, author: str, note: str | None) -> None:
         outcome = actions.save_prompt(self.step, self.base.system, template, author, note)
         self.app.call_from_thread(self._saved, outcome)
 
     def _saved(self, outcome: actions.Outcome) -> None:
-        self.notify(outcome.message, severity="information" if outcome.ok else "error", timeout=8)
         if outcome.ok:
+            self.notify(outcome.message, timeout=8)
             self.app.pop_screen()
+        else:
+            self.app.push_screen(ActionFailed("the prompt was not saved", outcome.message, outcome.action))

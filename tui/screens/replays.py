@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from tui import actions
 from tui.literal import literal
+from tui.screens.error import ActionFailed
 
 if TYPE_CHECKING:
     from flows.instances import StepReplay
@@ -62,10 +63,15 @@ class ReplayScreen(Screen[None]):
         self._progress()
         self._run()
 
-    @work(thread=True, exclusive=True, group="replay-step")
+    @work(thread=True, exclusive=True, group="replay-step", exit_on_error=False)
     def _run(self) -> None:
-        actions.replay_step(self.step, lambda result: self.app.call_from_thread(self._add, result))
-        self.app.call_from_thread(self._progress, True)
+        outcome = actions.replay_step(self.step, lambda result: self.app.call_from_thread(self._add, result))
+        self.app.call_from_thread(self._finished, outcome)
+
+    def _finished(self, outcome: actions.Outcome) -> None:
+        self._progress(True)
+        if not outcome.ok:
+            self.app.push_screen(ActionFailed("the replays stopped", outcome.message, outcome.action))
 
     def _add(self, result: StepReplay) -> None:
         self.results[result.instance_id] = result

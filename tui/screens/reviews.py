@@ -19,6 +19,7 @@ from storage.models import ReviewItem
 from storage.store import Store
 from tui import actions
 from tui.literal import literal
+from tui.screens.error import ActionFailed
 
 __all__ = ["ReviewScreen", "ReviewsScreen"]
 
@@ -145,7 +146,7 @@ class ReviewScreen(Screen[None]):
         self.query_one("#verdict", Static).update(Text("deciding… (the instance resumes from the next step)"))
         self._run(call)
 
-    @work(thread=True, exclusive=True, group="decide")
+    @work(thread=True, exclusive=True, group="decide", exit_on_error=False)
     def _run(self, call: object) -> None:
         assert callable(call)
         outcome = call()
@@ -153,7 +154,11 @@ class ReviewScreen(Screen[None]):
 
     def _done(self, outcome: actions.Outcome) -> None:
         self.deciding = False
-        self.notify(outcome.message, severity="information" if outcome.ok else "error", timeout=8)
         self.query_one("#verdict", Static).update(literal(outcome.message))
         if outcome.ok:
+            self.notify(outcome.message, timeout=8)
             self.app.pop_screen()
+        else:
+            self.app.push_screen(
+                ActionFailed("the decision did not go through", outcome.message, outcome.action)
+            )

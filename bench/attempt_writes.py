@@ -6,7 +6,7 @@ writes them, each committed in its own transaction, on a SQLite file (engine fro
 the ``test`` database, dropped afterwards). Each backend runs a sequential single writer, then
 ``--writers`` (default 4) concurrent threads sharing one Store. Rows are realistic: a request of
 about 2 KB of messages, a raw output of about 1 KB, the raw HTTP body (about 2.5 KB), the
-expected JSON schema, sampling, parsed output and token counts.
+schema reference, sampling, parsed output and token counts.
 
 The write path is the engine's: ``start_attempt(fence, Attempt) -> id`` before the request
 (the step's first one writes its step run in the same commit) and ``finish_attempt(fence, id,
@@ -75,9 +75,12 @@ def fenced_writer(store: Store, fence: Fence, run: StepRun) -> Writer:
     from storage.models import Attempt
 
     pending = [run]
+    schema = ExtractedClauses.model_json_schema()  # stored once, then referenced by hash
 
     def two_calls(begin: dict[str, Any], end: dict[str, Any]) -> None:
-        attempt_id = store.start_attempt(fence, Attempt(**begin), step_run=pending.pop() if pending else None)
+        attempt_id = store.start_attempt(
+            fence, Attempt(**begin), step_run=pending.pop() if pending else None, schema=schema
+        )
         store.finish_attempt(fence, attempt_id, **end)
 
     return two_calls
@@ -160,7 +163,6 @@ def attempt_payload() -> tuple[dict[str, Any], dict[str, Any]]:
         "routing_reason": "cheapest model of at least tier cheap (pinned: no); 3 candidates",
         "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 1024},
         "request_messages": messages,
-        "expected_schema": ExtractedClauses.model_json_schema(),
         "wait_s": None,
     }
     end = {

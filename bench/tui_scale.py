@@ -23,11 +23,12 @@ from typing import Any
 from sqlalchemy import insert
 
 from storage.db import open_engine
-from storage.models import Attempt, StepRun, WorkflowInstance
+from storage.models import Attempt, OutputSchema, StepRun, WorkflowInstance, schema_digest
 from storage.store import Store
 
 RAW = '{"vendor": "Acme", "total": "lots", "currency": "EUR"}'
 SCHEMA = {"title": "Invoice", "type": "object", "properties": {"total": {"type": "number"}}}
+SCHEMA_HASH = schema_digest(SCHEMA)
 
 
 def seed(store: Store, count: int) -> float:
@@ -35,6 +36,10 @@ def seed(store: Store, count: int) -> float:
     start = time.perf_counter()
     base = datetime(2026, 1, 1, tzinfo=UTC)
     with store.engine.begin() as conn:
+        conn.execute(  # stored once, referenced by every attempt
+            insert(OutputSchema),
+            [{"hash": SCHEMA_HASH, "step": "extract-invoice", "schema": SCHEMA, "created_at": base}],
+        )
         for offset in range(0, count, 5000):
             instances: list[dict[str, Any]] = []
             runs: list[dict[str, Any]] = []
@@ -82,7 +87,7 @@ def seed(store: Store, count: int) -> float:
                         "provider_model": "gpt-4o-mini",
                         "prompt_version_id": prompt,
                         "raw_output": RAW,
-                        "expected_schema": SCHEMA,
+                        "schema_hash": SCHEMA_HASH,
                         "failure_class": "schema_invalid",
                         "validation_errors": [
                             {"path": "$.total", "message": "Input should be a valid number"}

@@ -211,7 +211,10 @@ class _StoreSink:
         )
         try:
             attempt_id = self.store.start_attempt(
-                self.fence, attempt, step_run=None if self.written else self.run
+                self.fence,
+                attempt,
+                step_run=None if self.written else self.run,
+                schema=record.expected_schema,
             )
         except LeaseLost as exc:
             raise self._superseded(exc) from None
@@ -226,7 +229,6 @@ class _StoreSink:
             "raw_output": record.raw_output,
             "raw_response": record.raw_response,
             "parsed_output": record.parsed_output,
-            "expected_schema": record.expected_schema,
             "failure_class": record.failure.value if record.failure else None,
             "error_message": record.error_message,
             "validation_errors": record.validation_errors,

@@ -517,7 +517,7 @@ def _stopped(workflow: Workflow, runtime: Runtime, scope: Scope, owner: str, exc
             index=run.index,
             failure_class=exc.failure.value,
             raw_output=last.raw_output if last else exc.raw_output,
-            expected_schema=last.expected_schema if last else None,
+            expected_schema=store.schema(last.schema_hash) if last else None,
             validation_errors=last.validation_errors if last else None,
         )
         status = InstanceStatus.NEEDS_REVIEW

@@ -102,3 +102,9 @@ class PrefectGate:
 
     def pause(self, seconds: float) -> None:
         self._local.pause(seconds)
+
+    def trip(self, reason: str, seconds: float) -> None:
+        self._local.trip(reason, seconds)  # per worker: each learns of a spent quota on its own
+
+    def tripped(self) -> str | None:
+        return self._local.tripped()

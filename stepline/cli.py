@@ -904,6 +904,10 @@ def show(
             "instance": detail.instance.model_dump(mode="json"),
             "step_runs": [run.model_dump(mode="json") for run in detail.step_runs],
             "attempts": [attempt.model_dump(mode="json") for attempt in detail.attempts],
+            "schemas": {  # each schema the attempts were validated against, once, by its hash
+                digest: store.schema(digest)
+                for digest in dict.fromkeys(a.schema_hash for a in detail.attempts if a.schema_hash)
+            },
             "reviews": [
                 r.model_dump(mode="json") for r in store.list_reviews(status=None, instance_id=inst_id)
             ],

@@ -1,15 +1,18 @@
 """The one place where foreign errors and response fields become a ``FailureClass``.
 
-Two tables, most specific first:
+For an HTTP error (every SDK status error carries its status and body), in order:
 
-- ``_STATUS``: HTTP status codes of ``APIStatusError`` to a class (checked
-  first: every SDK status error carries its code), refined by the error type
-  Anthropic names in the body (``overloaded_error``...);
-- ``_EXCEPTIONS``: other exception types (Instructor's, the openai and
-  anthropic SDKs', httpx's) to a class.
+- a spent quota, on either wire format: OpenAI's ``insufficient_quota`` code
+  or type, or an error body whose type or message speaks of billing, credit
+  or a spend limit (``_QUOTA``), on 400, 402, 403 or 429;
+- the error type the body names (``_ERROR_BODY_TYPES``: Anthropic's
+  ``overloaded_error`` on a 503, say), for 5xx;
+- the status itself (``_STATUS``).
 
-Response fields (``finish_reason``, ``refusal``, ``stop_reason``) are read by
-``classify_response``. ``tests/test_classify.py`` fails if a public SDK
+Other exceptions (Instructor's, the openai and anthropic SDKs', httpx's) go
+through ``_EXCEPTIONS``, most specific first. Response fields
+(``finish_reason``, ``refusal``, ``stop_reason``) are read by
+``classify_response``. ``tests/unit/test_classify.py`` fails if a public SDK
 exception class is left unmapped. SDK modules are only consulted if already
 imported, so classifying never pays for importing an SDK that was not used.
 """
@@ -17,6 +20,7 @@ imported, so classifying never pays for importing an SDK that was not used.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -40,7 +44,7 @@ _EXCEPTIONS: tuple[tuple[str, str, FailureClass], ...] = (
     ("instructor.v2.core.errors", "ConfigurationError", _F.BAD_REQUEST),
     ("openai", "APITimeoutError", _F.TIMEOUT),
     ("openai", "APIConnectionError", _F.CONNECTION),
-    ("openai", "ContentFilterFinishReasonError", _F.REFUSED),
+    ("openai", "ContentFilterFinishReasonError", _F.CONTENT_FILTER),
     ("openai", "LengthFinishReasonError", _F.TRUNCATED),
     ("openai", "APIResponseValidationError", _F.SCHEMA_INVALID),
     ("anthropic", "APITimeoutError", _F.TIMEOUT),
@@ -106,18 +110,49 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+_QUOTA = re.compile(
+    r"insufficient[ _]quota|exceeded your (current )?quota|credit balance|out of credits?|purchase credits"
+    r"|billing|spend(ing)? limit|usage limit|payment required",
+    re.IGNORECASE,
+)
+"""How providers word a spent quota or spend limit (OpenAI, Anthropic, and compatible servers)."""
+_QUOTA_STATUSES = frozenset({400, 402, 403, 429})
+_RATE = re.compile(r"rate limit|per (min|minute|second|hour|day)\b|try again in", re.IGNORECASE)
+"""A rate limit, which free tiers word with a link to billing: waiting helps, so it is no quota."""
+
+
+def _quota(status: int, kind: str, code: str, message: str) -> bool:
+    if "insufficient_quota" in (kind, code):
+        return True
+    if status not in _QUOTA_STATUSES or _RATE.search(message):
+        return False
+    return bool(_QUOTA.search(f"{kind} {message}"))
+
+
+def _error_body(exc: BaseException) -> tuple[str, str, str]:
+    """(type, code, message) of an SDK status error's JSON body (either wire format)."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = body if isinstance(body, dict) else {}
+    kind, code, message = error.get("type"), error.get("code"), error.get("message")
+    code = code or getattr(exc, "code", None)  # openai puts it on the exception too
+    return (
+        kind if isinstance(kind, str) else "",
+        code if isinstance(code, str) else "",
+        message if isinstance(message, str) else "",
+    )
+
+
 def _status_class(exc: BaseException) -> FailureClass | None:
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         return None
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error")
-        kind = error.get("type") if isinstance(error, dict) else None
-        if isinstance(kind, str) and kind in _ERROR_BODY_TYPES and status >= 500:
-            return _ERROR_BODY_TYPES[kind]
-    if status == 429 and getattr(exc, "code", None) == "insufficient_quota":
-        return _F.AUTH  # OpenAI's billing limit: waiting will not help
+    kind, code, message = _error_body(exc)
+    if _quota(status, kind, code, message):
+        return _F.QUOTA  # waiting will not help, and every other caller would fail the same way
+    if kind in _ERROR_BODY_TYPES and status >= 500:
+        return _ERROR_BODY_TYPES[kind]
     if status in _STATUS:
         return _STATUS[status]
     if status >= 500:
@@ -145,15 +180,15 @@ def classify_exception(exc: BaseException) -> FailureClass:
 def classify_response(response: Any) -> FailureClass | None:
     """A failure signalled in a successful HTTP response's fields, or ``None``.
 
-    OpenAI: ``finish_reason`` content_filter or ``message.refusal`` -> refused,
-    ``finish_reason`` length -> truncated. Anthropic: ``stop_reason`` refusal
-    -> refused, max_tokens -> truncated.
+    OpenAI: ``finish_reason`` content_filter -> content_filter, ``message.refusal``
+    -> refused, ``finish_reason`` length -> truncated. Anthropic: ``stop_reason``
+    refusal -> refused, max_tokens -> truncated.
     """
     choices = getattr(response, "choices", None)
     if choices:
         choice = choices[0]
         if choice.finish_reason == "content_filter":
-            return _F.REFUSED
+            return _F.CONTENT_FILTER
         if getattr(choice.message, "refusal", None):
             return _F.REFUSED
         if choice.finish_reason == "length":

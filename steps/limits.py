@@ -4,9 +4,10 @@ Written by hand: the libraries at hand either do not block (``limits`` only
 answers "allowed now?") or cover a single rule, while one gate here combines
 a concurrency cap, evenly spaced requests per minute, a tokens-per-minute
 budget and a pause that a provider's ``retry-after`` imposes on *every*
-caller of the model, not only the one that got the 429. These limits hold
-within one process; ``flows.shared_limits`` implements the same ``Gate`` on
-Prefect's global concurrency limits, which hold across workers.
+caller of the model, not only the one that got the 429, and a trip that takes
+the model out of service for every caller once its quota is spent. These
+limits hold within one process; ``flows.shared_limits`` implements the same
+``Gate`` on Prefect's global concurrency limits, which hold across workers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ class Gate(Protocol):
         """Hold callers of this model for ``seconds`` (a provider's retry-after)."""
         ...
 
+    def trip(self, reason: str, seconds: float) -> None:
+        """Take the model out of service for every caller for ``seconds`` (a spent quota)."""
+        ...
+
+    def tripped(self) -> str | None:
+        """Why the model is out of service now, or None."""
+        ...
+
 
 class ModelGate:
     """Admission control for one model: ``slot()`` around a call, ``wait_turn()`` per request."""
@@ -57,6 +66,7 @@ class ModelGate:
         self._next_request = 0.0
         self._next_tokens = 0.0
         self._paused_until = 0.0
+        self._tripped: tuple[float, str] | None = None
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -85,3 +95,20 @@ class ModelGate:
         """Hold every caller of this model for ``seconds`` (a provider's retry-after)."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def trip(self, reason: str, seconds: float) -> None:
+        """Take the model out of service for every caller for ``seconds`` (a spent quota)."""
+        with self._lock:
+            self._tripped = (self._clock() + seconds, reason)
+
+    def tripped(self) -> str | None:
+        """Why the model is out of service now, or None once the cool-down has passed."""
+        with self._lock:
+            if self._tripped is None:
+                return None
+            until, reason = self._tripped
+            left = until - self._clock()
+            if left <= 0:
+                self._tripped = None
+                return None
+            return f"{reason}; out of service for {left:.0f} s more, or until this process restarts"

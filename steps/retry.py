@@ -42,6 +42,10 @@ class RetryPolicy(BaseModel):
     """Fraction of the backoff randomised away, so that callers do not retry in step."""
     max_retry_after_s: float = Field(default=120.0, ge=0)
     """A provider asking for a longer wait than this ends the retries on that model."""
+    quota_cooldown_s: float = Field(default=3600.0, ge=0)
+    """After a quota answer, how long the model is left out for every caller in this process
+    (its requests fail as ``quota`` unsent, and steps move on to their fallbacks). Restarting
+    the process clears it sooner."""
 
     @field_validator("retries")
     @classmethod

@@ -65,6 +65,7 @@ class AttemptRecord:
     raw_response: str | None = None
     parsed_output: dict[str, Any] | None = None
     expected_schema: dict[str, Any] | None = None
+    """The output schema the answer is validated against: known before the request is sent."""
     failure: FailureClass | None = None
     error_message: str | None = None
     validation_errors: list[dict[str, Any]] | None = None
@@ -172,6 +173,16 @@ class _StepCall(Generic[OutT]):
     """Attempt numbers run on across retries, re-asks and fallbacks."""
     max_pause_s: float
     """The longest a provider's retry-after may hold the model's other callers."""
+    quota_cooldown_s: float
+    """How long a model whose quota ran out stays out of service for every caller."""
+    schema: dict[str, Any]
+    """The output model's JSON schema, computed once per step execution."""
+    sent: list[int] = field(default_factory=lambda: [0])
+    """Requests this step has sent so far, every model, retry and re-ask counted (one cell, so
+    that the frozen call can still count)."""
+
+    def requests(self) -> str:
+        return f"{self.sent[0]} request(s) in this step"
 
 
 class _Attempts:
@@ -185,6 +196,7 @@ class _Attempts:
         bodies: list[bytes],
         wait_s: float | None,
     ) -> None:
+        self.call = call
         self.numbering = call.numbering
         self.max_pause_s = call.max_pause_s
         self.wait_s = wait_s
@@ -235,7 +247,7 @@ class _Attempts:
             messages.insert(0, {"role": "system", "content": kwargs["system"]})
         self.pending = AttemptRecord(
             step=self.step.name,
-            attempt_number=next(self.numbering),
+            attempt_number=next(self.numbering),  # counted as sent once it is recorded
             model_id=self.client.model_id,
             provider=self.client.provider_id,
             provider_model=self.client.config.model,
@@ -243,6 +255,7 @@ class _Attempts:
             prompt_version_id=self.version_id,
             sampling=sampling,
             request_messages=_json_safe(messages),
+            expected_schema=self.call.schema,
             started_at=datetime.now(UTC),
             wait_s=(((self.wait_s or 0.0) if self.count == 1 else 0.0) + gate_wait) or None,
         )
@@ -277,6 +290,7 @@ class _Attempts:
         except Exception:
             self.unsent = record
             raise
+        self.call.sent[0] += 1
 
     def on_response(self, response: Any) -> None:
         record = self.pending
@@ -312,8 +326,7 @@ class _Attempts:
         self.pending = None
         self._stamp(record)
         record.failure = record.response_failure or failure or classify_exception(error)
-        record.error_message = str(error)[:2000]
-        record.expected_schema = self.step.output_schema()
+        record.error_message = _describe_failure(record, error)[:2000]
         if record.failure is FailureClass.SCHEMA_INVALID:
             record.validation_errors = validation_errors(_root_parse_error(error), record.raw_output)
         record.retry_after_s = retry_after_seconds(error)
@@ -324,6 +337,11 @@ class _Attempts:
         if record.retry_after_s and record.failure in (FailureClass.RATE_LIMITED, FailureClass.OVERLOADED):
             # Every caller of this model waits, but never longer than the retry policy would.
             self.client.gate.pause(min(record.retry_after_s, self.max_pause_s))
+        if record.failure.behaviour.trips_model:
+            when = (record.finished_at or datetime.now(UTC)).strftime("%H:%M:%S UTC")
+            self.client.gate.trip(
+                f"{self.client.model_id}'s quota ran out at {when}", self.call.quota_cooldown_s
+            )
         self._record(self.sink.attempt_finished, record)
         self.last = record
         return record
@@ -336,6 +354,25 @@ class _Attempts:
         record.parsed_output = output.model_dump(mode="json")
         self._record(self.sink.attempt_finished, record)
         self.last = record
+
+
+def _describe_failure(record: AttemptRecord, error: BaseException) -> str:
+    """What went wrong, in the words an operator needs: never a parse error for what was a
+    refusal, a content filter or a cut-off answer (they fail to parse as a consequence)."""
+    quoted = (record.raw_output or "").strip()
+    if len(quoted) > 300:
+        quoted = quoted[:300] + "…"
+    if record.failure is FailureClass.REFUSED:
+        return f"the model refused: {quoted!r}" if quoted else "the model refused, without saying why"
+    if record.failure is FailureClass.CONTENT_FILTER:
+        return "the provider's content filter stopped the answer (finish_reason content_filter)"
+    if record.failure is FailureClass.TRUNCATED and record.response_failure is FailureClass.TRUNCATED:
+        limit = record.sampling.get("max_tokens")
+        at = f" of {limit} tokens" if limit else ""
+        return f"the answer was cut off at the token limit{at}: {quoted!r}"
+    if record.failure is FailureClass.QUOTA:
+        return f"the account's quota or spend limit is used up: {error}"
+    return str(error)
 
 
 class _Unrecorded(Exception):
@@ -430,6 +467,8 @@ class StepExecutor:
             sink=sink,
             numbering=itertools.count(1),
             max_pause_s=(step.retry or self.settings.retry).max_retry_after_s,
+            quota_cooldown_s=(step.retry or self.settings.retry).quota_cooldown_s,
+            schema=step.output_schema(),
         )
         policy = step.retry or self.settings.retry
 
@@ -458,7 +497,7 @@ class StepExecutor:
             raise failed
         raise StepFailed(
             f"step {step.name!r}: every model in its chain failed "
-            f"({', '.join(r.model_id for r in chain)}); last: {failed.message}",
+            f"({', '.join(r.model_id for r in chain)}; {call.requests()}); last: {failed.message}",
             step=step.name,
             failure=failed.failure,
             raw_output=failed.raw_output,
@@ -503,6 +542,14 @@ class StepExecutor:
 
         step = call.step
         client = self.pool.get(route.model_id)
+        out_of_service = client.gate.tripped()
+        if out_of_service is not None:  # a spent quota: every caller would fail the same way
+            raise StepFailed(
+                f"step {step.name!r}: not sent to {route.model_id}: {out_of_service} ({call.requests()})",
+                step=step.name,
+                failure=FailureClass.QUOTA,
+                model_id=route.model_id,
+            )
         with client.gate.slot(), capture_bodies() as bodies:
             attempts = _Attempts(call, client, route, bodies, wait_s)
             hooks = Hooks()
@@ -527,8 +574,8 @@ class StepExecutor:
                 failure = last.failure if last and last.failure else classify_exception(exc)
                 detail = (last.error_message if last and last.error_message else str(exc))[:300]
                 raise StepFailed(
-                    f"step {step.name!r} failed on {route.model_id} after {attempts.count} "
-                    f"attempt(s): {failure.value}: {detail}",
+                    f"step {step.name!r} failed on {route.model_id} ({call.requests()}): "
+                    f"{failure.value}: {detail}",
                     step=step.name,
                     failure=failure,
                     raw_output=last.raw_output if last else None,

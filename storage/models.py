@@ -8,6 +8,8 @@ that storage does not depend on the step runtime's types.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +24,7 @@ __all__ = [
     "Attempt",
     "InstanceStatus",
     "Notification",
+    "OutputSchema",
     "PromptCurrent",
     "PromptVersion",
     "ReviewItem",
@@ -30,9 +33,16 @@ __all__ = [
     "StepRunStatus",
     "WorkflowInstance",
     "as_utc",
+    "schema_digest",
 ]
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def schema_digest(schema: Any) -> str:
+    """SHA-256 of a JSON schema in canonical form: the key it is stored under, once."""
+    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def new_id() -> str:
@@ -219,7 +229,8 @@ class Attempt(SQLModel, table=True):
     raw_output: str | None = Field(default=None, sa_column=Column(Text))
     raw_response: str | None = Field(default=None, sa_column=Column(Text))
     parsed_output: Any = _json()
-    expected_schema: Any = _json()
+    schema_hash: str | None = Field(default=None, foreign_key="output_schema.hash", max_length=64)
+    """The output schema this attempt was validated against (``OutputSchema``), successful or not."""
     failure_class: str | None = Field(default=None, max_length=32)
     error_message: str | None = Field(default=None, sa_column=Column(Text))
     validation_errors: Any = _json()
@@ -240,6 +251,21 @@ class Attempt(SQLModel, table=True):
         if self.failure_class:
             return self.failure_class
         return "ok" if self.finished_at is not None else "in flight"
+
+
+class OutputSchema(SQLModel, table=True):
+    """A step's output JSON schema, stored once per distinct text and referenced by attempts."""
+
+    __tablename__ = "output_schema"
+
+    hash: str = Field(primary_key=True, max_length=64)
+    """``schema_digest(schema)``."""
+    step: str = Field(max_length=100)
+    """The step that first sent it (the same model may serve several)."""
+    schema_: Any = Field(default=None, sa_column=Column("schema", JSONType, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
 
 
 class ReviewItem(SQLModel, table=True):

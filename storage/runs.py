@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import Engine, func, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from storage.base import StoreBase, insert_rows, update_row
 from storage.fencing import Fence, guard
-from storage.models import Attempt, StepRun, StepRunStatus, utcnow
+from storage.models import Attempt, OutputSchema, StepRun, StepRunStatus, schema_digest, utcnow
 
 __all__ = ["LATE_ANSWER", "RunStore"]
 
@@ -27,17 +28,35 @@ LATE_ANSWER = "superseded"
 class RunStore(StoreBase):
     """Step runs and attempts."""
 
-    def start_attempt(self, fence: Fence, attempt: Attempt, *, step_run: StepRun | None = None) -> str:
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._known_schemas: set[str] = set()
+        """Schema hashes this process knows are stored: each is written once, then referenced."""
+
+    def start_attempt(
+        self,
+        fence: Fence,
+        attempt: Attempt,
+        *,
+        step_run: StepRun | None = None,
+        schema: dict[str, Any] | None = None,
+    ) -> str:
         """Record a request about to be sent (``finished_at`` empty: in flight); its id.
 
         ``step_run`` is its step run when not yet written: the step's first
-        request writes both in one commit.
+        request writes both in one commit. ``schema`` is the output schema the
+        answer will be validated against, stored once and referenced by hash.
         """
+        digest = attempt.schema_hash = schema_digest(schema) if schema is not None else None
 
         def work(session: Session) -> str:
             guard(session, fence)
+            if digest is not None and digest not in self._known_schemas:
+                _store_schema(session, OutputSchema(hash=digest, step=attempt.step, schema_=schema))
             insert_rows(session, *([step_run] if step_run is not None else []), attempt)
             session.commit()
+            if digest is not None:
+                self._known_schemas.add(digest)
             return attempt.id
 
         def landed(session: Session) -> str | None:
@@ -171,6 +190,13 @@ class RunStore(StoreBase):
 
         return self._run("marking steps to redo", work)
 
+    def schema(self, schema_hash: str | None) -> dict[str, Any] | None:
+        """The output schema stored under ``schema_hash`` (an attempt's ``schema_hash``)."""
+        if schema_hash is None:
+            return None
+        found = self._run("reading a schema", lambda session: session.get(OutputSchema, schema_hash))
+        return found.schema_ if found is not None else None
+
     def last_attempt(self, step_run_id: str) -> Attempt | None:
         query = (
             select(Attempt)
@@ -187,3 +213,15 @@ class RunStore(StoreBase):
             .order_by(col(Attempt.started_at).desc(), col(Attempt.attempt_number).desc())
         )
         return self._run("reading an attempt", lambda session: session.exec(query).first())
+
+
+def _store_schema(session: Session, row: OutputSchema) -> None:
+    """Insert a schema unless another attempt (any process) stored the same one first."""
+    values = {"hash": row.hash, "step": row.step, "schema": row.schema_, "created_at": row.created_at}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(postgresql.insert(OutputSchema).values(**values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        session.execute(sqlite.insert(OutputSchema).values(**values).on_conflict_do_nothing())
+    elif session.get(OutputSchema, row.hash) is None:
+        session.add(row)

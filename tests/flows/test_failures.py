@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 def expected_status(failure: str) -> InstanceStatus:
     """Output problems go to a person; everything else pauses for a replay."""
-    if failure in {"schema_invalid", "truncated", "refused"}:
+    if FailureClass(failure).behaviour.review:
         return InstanceStatus.NEEDS_REVIEW
     return InstanceStatus.PAUSED
 
@@ -59,7 +59,8 @@ def test_every_reask_is_its_own_attempt_with_raw_output_and_errors(
     assert first.raw_output == broken  # byte-for-byte, as received
     assert first.raw_response is not None
     assert json.loads(first.raw_response)["object"] == "chat.completion"
-    assert first.expected_schema["title"] == "Invoice"
+    assert runtime.store.schema(first.schema_hash)["title"] == "Invoice"  # type: ignore[index]
+    assert first.schema_hash == second.schema_hash == third.schema_hash  # stored once, referenced
     assert first.validation_errors
     assert first.validation_errors[0]["path"] == "$"
     paths = {e["path"]: e for e in second.validation_errors or []}
@@ -98,7 +99,8 @@ def test_exhausted_reasks_fail_the_instance_without_advancing(
     [
         (truncated('{"vendor": "Ac'), "truncated", None),
         (refusal("I can't help with invoices."), "refused", None),
-        (content_filter(), "refused", None),
+        (content_filter(), "content_filter", None),
+        (error(429, code="insufficient_quota", body_type="insufficient_quota"), "quota", None),
         (error(429, retry_after=0.2), "rate_limited", 0.2),
         (error(429, retry_after_ms=150), "rate_limited", 0.15),
         (error(500), "unavailable", None),
@@ -130,7 +132,7 @@ def test_openai_failures_are_classified(
         assert attempt.failure_class == failure
         assert attempt.retry_after_s == (pytest.approx(retry_after) if retry_after else None)
         assert attempt.error_message
-        assert attempt.expected_schema is not None
+        assert runtime.store.schema(attempt.schema_hash) is not None
 
 
 @pytest.mark.parametrize(
@@ -140,6 +142,8 @@ def test_openai_failures_are_classified(
         (error(429, retry_after=0.1), "rate_limited"),
         (refusal("No."), "refused"),
         (truncated('{"vendor": "Ac'), "truncated"),
+        (error(400, body_type="invalid_request_error", message="Your credit balance is too low"), "quota"),
+        (error(429, body_type="rate_limit_error", message="exceeded your monthly spend limit"), "quota"),
         (error(500), "unavailable"),
     ],
 )
@@ -181,3 +185,42 @@ def test_a_truncated_reask_is_recorded_and_never_reasked_again(
     attempts = attempts_of(runtime, result.instance_id)
     assert [a.failure_class for a in attempts] == ["schema_invalid", "truncated"]
     assert len(openai_server.requests) == len(attempts) == 2
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (refusal("I can't help with invoices."), 'the model refused: "I can\'t help with invoices."'),
+        (content_filter(), "the provider's content filter stopped the answer"),
+        (truncated('{"vendor": "Ac'), "the answer was cut off at the token limit"),
+    ],
+)
+def test_an_output_failure_is_named_as_it_is_never_as_a_parse_error(
+    make_runtime: Callable[[], Runtime], openai_server: OpenAIServer, reply: Reply, message: str
+) -> None:
+    openai_server.default = reply
+    runtime = make_runtime()
+
+    result = run_workflow(invoice_workflow("gpt-test"), INPUT, runtime)
+
+    assert message in (result.error or "")
+    (attempt,) = attempts_of(runtime, result.instance_id)
+    assert attempt.error_message is not None
+    assert attempt.error_message.startswith(message.split(":")[0])
+    for parse_error in ("Invalid JSON", "No tool calls", "validation error"):
+        assert parse_error not in (result.error or "")
+    assert "(1 request(s) in this step)" in (result.error or "")
+
+
+def test_the_message_counts_every_request_of_the_step(
+    make_runtime: Callable[[], Runtime], openai_server: OpenAIServer, anthropic_server: AnthropicServer
+) -> None:
+    openai_server.default = error(503)  # 1 + 2 retries on gpt-test
+    anthropic_server.default = error(529)  # 1 + 3 retries on claude-test
+    runtime = make_runtime()
+
+    result = run_workflow(invoice_workflow("gpt-test", fallbacks=("claude-test",)), INPUT, runtime)
+
+    requests = len(openai_server.requests) + len(anthropic_server.requests)
+    assert requests == 7
+    assert f"{requests} request(s) in this step" in (result.error or "")

@@ -196,3 +196,44 @@ def test_schema_failure_escalates_once_to_a_more_capable_model_when_the_step_opt
         ("compat-big", None),  # the cheapest eligible model of a higher tier
     ]
     assert "escalated from gpt-test (cheap) after schema failures" in (attempts[-1].routing_reason or "")
+
+
+QUOTA = {
+    "openai": error(
+        429, code="insufficient_quota", body_type="insufficient_quota", message="You exceeded your quota"
+    ),
+    "anthropic": error(400, body_type="invalid_request_error", message="Your credit balance is too low"),
+}
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_a_spent_quota_is_asked_once_then_the_model_is_out_for_every_caller(
+    make_runtime: Callable[[], Runtime],
+    openai_server: OpenAIServer,
+    anthropic_server: AnthropicServer,
+    wire: str,
+) -> None:
+    spent, other = (
+        (openai_server, anthropic_server) if wire == "openai" else (anthropic_server, openai_server)
+    )
+    model, fallback = ("gpt-test", "claude-test") if wire == "openai" else ("claude-test", "gpt-test")
+    spent.default = QUOTA[wire]
+    other.default = ok(VALID)
+    runtime = make_runtime()
+
+    first = run_workflow(invoice_workflow(model, fallbacks=(fallback,)), INPUT, runtime)
+
+    assert first.status is InstanceStatus.COMPLETED  # on the fallback, after one request
+    assert len(spent.requests) == 1
+    assert [a.failure_class for a in attempts_of(runtime, first.instance_id)] == ["quota", None]
+
+    # The model is out of service for every caller in this process: nothing more is sent to it.
+    second = run_workflow(invoice_workflow(model, fallbacks=(fallback,)), INPUT, runtime)
+    alone = run_workflow(invoice_workflow(model), INPUT, runtime)
+
+    assert second.status is InstanceStatus.COMPLETED
+    assert (alone.status, alone.failure_class) == (InstanceStatus.PAUSED, "quota")
+    assert f"not sent to {model}" in (alone.error or "")
+    assert "quota ran out at" in (alone.error or "")
+    assert len(spent.requests) == 1
+    assert len(other.requests) == 2

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, inspect, text
 from storage.db import StorageError, _alembic_config, open_engine, release_engine, upgrade
 from storage.models import Attempt, InstanceStatus, Notification, StepRun, StepRunStatus
 from storage.store import Fence, LeaseLost, Store
-from tests.databases import database_url, postgres_rows
+from tests.databases import database_url, postgres_rows, sqlite_rows
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -85,12 +85,12 @@ def test_instance_step_run_and_attempts_round_trip(store: Store) -> None:
             request_messages=[{"role": "user", "content": "hi"}],
         ),
         step_run=run,
+        schema={"type": "object", "title": "Clauses"},
     )
     store.finish_attempt(
         fence,
         attempt_id,
         raw_output=raw,
-        expected_schema={"type": "object"},
         failure_class="schema_invalid",
         validation_errors=[{"path": "$", "message": "Invalid JSON", "input": raw}],
         tokens_in=10,
@@ -110,6 +110,7 @@ def test_instance_step_run_and_attempts_round_trip(store: Store) -> None:
     assert attempt.raw_output == raw
     assert attempt.validation_errors == [{"path": "$", "message": "Invalid JSON", "input": raw}]
     assert attempt.sampling == {"temperature": 0.0, "top_p": 1.0}
+    assert store.schema(attempt.schema_hash) == {"type": "object", "title": "Clauses"}
     assert store.count_attempts(instance.id) == 1
     assert [i.id for i in store.list_instances(status="failed")] == [instance.id]
     assert store.find_instance(instance.id[:8])[0].id == instance.id
@@ -275,3 +276,56 @@ def test_a_connection_lost_as_a_write_commits_is_written_once_on_the_next_try(
     assert [(r.id, r.status) for r in detail.step_runs] == [(run.id, "completed")]
     assert [a.id for a in detail.attempts] == [attempt_id]
     assert postgres_rows(url, "select last_value from commits_seen") == [(2,)]  # died once, then stored
+
+
+def test_the_schema_migration_moves_each_copied_schema_to_one_stored_row(tmp_path: Path) -> None:
+    """A database from before 0008 keeps every attempt's schema, now stored once and referenced."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = create_engine(url)
+    config = _alembic_config()
+    with old.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0007")
+        connection.execute(
+            text(
+                "INSERT INTO workflow_instance (id, workflow, input, status, owner, generation, fence, "
+                "created_at, updated_at) "
+                "VALUES ('i1', 'w', '{}', 'failed', 'ana', 0, 0, '2026-01-01', '2026-01-01')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO prompt_version (id, step, content_hash, system, template, author, created_at) "
+                "VALUES ('p1', 's', 'h', 'sys', 'user', 'ana', '2026-01-01')"
+            )
+        )
+        connection.execute(
+            text(
+                'INSERT INTO step_run (id, instance_id, step, "index", generation, status, attempts, '
+                "started_at) VALUES ('r1', 'i1', 's', 0, 0, 'failed', 3, '2026-01-01')"
+            )
+        )
+        for n, schema in enumerate(['{"title": "A"}', '{"title": "A"}', None], start=1):
+            connection.execute(
+                text(
+                    "INSERT INTO attempt (id, instance_id, step_run_id, step, attempt_number, provider, "
+                    "model_id, provider_model, prompt_version_id, expected_schema, started_at) VALUES "
+                    "(:id, 'i1', 'r1', 's', :n, 'openai', 'm', 'gpt', 'p1', :schema, '2026-01-01')"
+                ),
+                {"id": f"a{n}", "n": n, "schema": schema},
+            )
+    old.dispose()
+
+    store = Store(open_engine(url))  # migrates to the newest revision
+    try:
+        attempts = {a.id: a for a in store.instance_detail("i1").attempts}  # type: ignore[union-attr]
+        assert attempts["a1"].schema_hash == attempts["a2"].schema_hash is not None
+        assert attempts["a3"].schema_hash is None
+        assert store.schema(attempts["a1"].schema_hash) == {"title": "A"}
+        assert sqlite_rows(tmp_path / "old.db", "select count(*) from output_schema") == [(1,)]
+        assert "expected_schema" not in {c["name"] for c in inspect(store.engine).get_columns("attempt")}
+    finally:
+        store.close()

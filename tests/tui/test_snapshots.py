@@ -17,7 +17,15 @@ from sqlmodel import Session
 from textual.pilot import Pilot
 
 from storage.db import open_engine
-from storage.models import Attempt, InstanceStatus, ReviewItem, StepRun, WorkflowInstance
+from storage.models import (
+    Attempt,
+    InstanceStatus,
+    OutputSchema,
+    ReviewItem,
+    StepRun,
+    WorkflowInstance,
+    schema_digest,
+)
 from storage.store import Store
 from tests.flows.helpers import Invoice
 from tui.app import StepLineApp
@@ -72,6 +80,15 @@ def store(tmp_path: Path) -> Iterator[Store]:
             )
         )
         session.commit()
+        session.add(
+            OutputSchema(
+                hash=schema_digest(Invoice.model_json_schema()),
+                step="extract-invoice",
+                schema_=Invoice.model_json_schema(),
+                created_at=WHEN,
+            )
+        )
+        session.commit()
         session.add(_attempt(prompt))
         session.add(
             ReviewItem(
@@ -109,7 +126,7 @@ def _attempt(prompt: str) -> Attempt:
         sampling={"temperature": 0.0, "top_p": 1.0, "max_tokens": 1024},
         request_messages=[{"role": "user", "content": "Invoice: ACME GmbH invoice no. 7"}],
         raw_output=RAW,
-        expected_schema=Invoice.model_json_schema(),
+        schema_hash=schema_digest(Invoice.model_json_schema()),
         failure_class="schema_invalid",
         error_message="1 validation error for Invoice",
         validation_errors=[

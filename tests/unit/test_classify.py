@@ -132,7 +132,7 @@ def test_response_fields() -> None:
             }
         )
 
-    assert classify_response(completion("content_filter")) is FailureClass.REFUSED
+    assert classify_response(completion("content_filter")) is FailureClass.CONTENT_FILTER
     assert classify_response(completion("stop", refusal="no")) is FailureClass.REFUSED
     assert classify_response(completion("length")) is FailureClass.TRUNCATED
     assert classify_response(completion("stop")) is None
@@ -151,17 +151,111 @@ def test_retry_after_headers() -> None:
     assert dated == 0.0
 
 
-def test_openai_quota_exhaustion_is_not_transient() -> None:
-    body = {
-        "message": "You exceeded your current quota",
-        "type": "insufficient_quota",
-        "code": "insufficient_quota",
-    }
+def quota_error(sdk: Any, status: int, body: dict[str, Any]) -> Exception:
+    """A status error as the SDK raises it; the body as each wire format nests it."""
     request = httpx2.Request("POST", "http://127.0.0.1/v1/x")
-    response = httpx2.Response(429, request=request, json={"error": body})
-    assert (
-        classify_exception(openai.RateLimitError("quota", response=response, body=body)) is FailureClass.AUTH
-    )
+    response = httpx2.Response(status, request=request, json=body)
+    return sdk.APIStatusError("error", response=response, body=body)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("sdk", "status", "body", "failure"),
+    [
+        # OpenAI: the code (or type) says so.
+        (
+            openai,
+            429,
+            {
+                "error": {
+                    "message": "You exceeded your current quota, please check your plan and billing details.",
+                    "type": "insufficient_quota",
+                    "code": "insufficient_quota",
+                }
+            },
+            "quota",
+        ),
+        # A free tier's rate limit links to billing, but waiting helps: not a quota.
+        (
+            openai,
+            429,
+            {
+                "error": {
+                    "message": "Rate limit reached for requests per min (RPM): Limit 3. "
+                    "Visit https://platform.openai.com/account/billing to add a payment method.",
+                    "type": "requests",
+                    "code": "rate_limit_exceeded",
+                }
+            },
+            "rate_limited",
+        ),
+        # Anthropic: no code; the error type and message tell.
+        (
+            anthropic,
+            400,
+            {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": "Your credit balance is too low to access the Anthropic API. "
+                    "Please go to Plans & Billing to upgrade or purchase credits.",
+                },
+            },
+            "quota",
+        ),
+        (
+            anthropic,
+            429,
+            {
+                "type": "error",
+                "error": {
+                    "type": "rate_limit_error",
+                    "message": "This request would exceed your organization's monthly spend limit.",
+                },
+            },
+            "quota",
+        ),
+        (
+            anthropic,
+            403,
+            {
+                "type": "error",
+                "error": {
+                    "type": "permission_error",
+                    "message": "You have reached your specified API usage limits.",
+                },
+            },
+            "quota",
+        ),
+        (
+            anthropic,
+            429,
+            {
+                "type": "error",
+                "error": {
+                    "type": "rate_limit_error",
+                    "message": "Number of request tokens has exceeded your per-minute rate limit",
+                },
+            },
+            "rate_limited",
+        ),
+        (
+            anthropic,
+            403,
+            {
+                "type": "error",
+                "error": {
+                    "type": "permission_error",
+                    "message": "Your API key does not have permission to use the specified resource.",
+                },
+            },
+            "auth",
+        ),
+    ],
+)
+def test_a_spent_quota_is_its_own_class_on_both_wire_formats(
+    sdk: Any, status: int, body: dict[str, Any], failure: str
+) -> None:
+    assert classify_exception(quota_error(sdk, status, body)) is FailureClass(failure)
 
 
 def test_embedded_grammar_caps_long_strings() -> None:

@@ -57,9 +57,10 @@ class AttemptScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         attempt = self.attempt = self._attempt()
+        schema = self.store.schema(attempt.schema_hash) if attempt else None
         found = self.found = diagnose(
             attempt.raw_output if attempt else None,
-            attempt.expected_schema if attempt else None,
+            schema,
             attempt.validation_errors if attempt else None,
         )
         yield Header()
@@ -72,7 +73,6 @@ class AttemptScreen(Screen[None]):
                     yield Static(self._raw(attempt, found), id="raw-output")
                 with VerticalScroll(classes="pane", id="schema-pane") as schema_pane:
                     schema_pane.border_title = "expected schema"
-                    schema = attempt.expected_schema if attempt else None
                     yield Static(literal(json.dumps(schema, indent=2) if schema else "(none)"), id="schema")
             with TabPane("Fields", id="fields"):
                 yield DataTable(id="field-table", cursor_type="row", zebra_stripes=True)

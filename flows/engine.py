@@ -32,8 +32,9 @@ from pydantic import BaseModel
 
 from flows import local_server
 from flows.recovery import Heartbeat
-from steps.definition import Prompt, Step
+from steps.definition import Prompt, Sensitivity, Step
 from steps.errors import FailureClass, StepFailed, StepLineError, Superseded
+from steps.pii import PiiGuard
 from steps.providers import ProviderPool
 from steps.runtime import AttemptRecord, StepExecutor
 from steps.settings import Settings, load_settings
@@ -138,6 +139,9 @@ class Scope:
     """The step this flow run reached last (where an orchestrator failure stopped it)."""
     counts: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    guard: PiiGuard | None = None
+    """For a workflow with a pii step: the instance's personal data, learned from its input and
+    its pii steps' inputs and outputs, kept out of every request to a non-private model."""
 
     @property
     def instance_id(self) -> str:
@@ -207,6 +211,7 @@ class _StoreSink:
             sampling=record.sampling,
             request_messages=record.request_messages,
             wait_s=record.wait_s,
+            pii=record.pii,
             started_at=record.started_at,
         )
         try:
@@ -237,6 +242,7 @@ class _StoreSink:
             "cost_usd": record.cost_usd,
             "latency_ms": record.latency_ms,
             "retry_after_s": record.retry_after_s,
+            "pii": record.pii,
             "finished_at": record.finished_at,
         }
         if record.ok:  # the step ends now: written with the step run's finish
@@ -336,7 +342,7 @@ def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
     )
     sink = _StoreSink(scope, run)
     try:
-        output = scope.runtime.executor.run(step, inputs, sink)
+        output = scope.runtime.executor.run(step, inputs, sink, scope.guard)
     except Superseded:
         raise  # the instance is someone else's now: nothing more is written
     except BaseException as exc:
@@ -394,8 +400,15 @@ def run_step(step: Step[Any, OutT], inputs: BaseModel) -> OutT:
                     failure=FailureClass.STORAGE,
                 ) from None
     index = scope.next_index(step.name)
+    personal = scope.guard is not None and step.sensitivity is Sensitivity.PII
+    if personal:
+        assert scope.guard is not None
+        scope.guard.learn(inputs)
     known = scope.reusable.get((step.name, index))
     if known is not None:  # replay: completed before (or approved by a reviewer)
+        if personal:
+            assert scope.guard is not None
+            scope.guard.learn(known, whole=True)
         return step.output_model.model_validate(known)
     if scope.cancel is not None and scope.cancel.is_set():
         raise StepFailed(
@@ -407,4 +420,8 @@ def run_step(step: Step[Any, OutT], inputs: BaseModel) -> OutT:
     scope.current_step = step.name
     if scope.on_step is not None:
         scope.on_step(step.name)
-    return _task_for(step)(inputs, index)
+    output = _task_for(step)(inputs, index)
+    if personal:
+        assert scope.guard is not None
+        scope.guard.learn(output, whole=True)  # what the private model extracted is personal too
+    return output

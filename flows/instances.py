@@ -37,7 +37,7 @@ from flows.notify import notify_owner
 from flows.recovery import LostInstance, is_lost, recover
 from flows.registry import get_workflow
 from flows.workflow import Workflow
-from steps.definition import Step
+from steps.definition import Sensitivity, Step
 from steps.errors import (
     DefinitionError,
     FailureClass,
@@ -47,6 +47,7 @@ from steps.errors import (
     Superseded,
     describe_validation_error,
 )
+from steps.pii import PiiGuard
 from steps.routing import choose_route
 from storage.models import InstanceStatus, ReviewItem, ReviewStatus, WorkflowInstance
 from storage.store import Claim, Fence, LeaseLost, StorageError
@@ -376,6 +377,9 @@ def _step_of(workflow: Workflow, name: str) -> Step[Any, Any]:
 
 
 def _run(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, owner: str) -> RunResult:
+    if any(step.sensitivity is Sensitivity.PII for step in workflow.steps):
+        scope.guard = PiiGuard()
+        scope.guard.learn(inputs)  # the whole input: a public step may run before any pii step
     runtime.heartbeat.hold(scope.instance_id, scope.fence.token)
     try:
         return _run_held(workflow, inputs, runtime, scope, owner)

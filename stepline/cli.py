@@ -424,12 +424,13 @@ def recover(
     from flows.recovery import find_lost
     from flows.recovery import recover as recover_instance
     from stepline.errors import StepLineError
+    from steps.errors import FailureClass
 
     settings = _load_catalog()
     store = _open_store()
     try:
         lost = find_lost(store, settings)
-        swept = store.close_abandoned("storage")
+        swept = store.close_abandoned(FailureClass.STORAGE.value)
     except StepLineError as exc:
         _fail(str(exc))
     if swept and not as_json:
@@ -461,8 +462,6 @@ def recover(
         return
     # Workers recover their dead peers' instances as their flow runs start, but leave replaying
     # them to an operator: replay those too, and those a database or Prefect outage paused.
-    from steps.errors import FailureClass
-
     earlier = [
         found.id
         for failure in FailureClass

@@ -37,12 +37,18 @@ if TYPE_CHECKING:
 __all__ = ["ModelClient", "ProviderPool", "capture_bodies", "write_ahead"]
 
 _BODIES: ContextVar[list[bytes] | None] = ContextVar("stepline_raw_bodies", default=None)
-_WRITE_AHEAD: ContextVar[Callable[[], None] | None] = ContextVar("stepline_write_ahead", default=None)
+_WRITE_AHEAD: ContextVar[Callable[[bytes | None], None] | None] = ContextVar(
+    "stepline_write_ahead", default=None
+)
 
 
 @contextmanager
-def write_ahead(check: Callable[[], None]) -> Iterator[None]:
-    """Call ``check`` before each request sent in this context; an exception it raises stops it."""
+def write_ahead(check: Callable[[bytes | None], None]) -> Iterator[None]:
+    """Call ``check(body)`` before each request sent in this context; an exception it raises stops it.
+
+    ``body`` is the exact request body about to leave, or None for the embedded model, whose
+    requests never leave the process.
+    """
     token = _WRITE_AHEAD.set(check)
     try:
         yield
@@ -50,10 +56,10 @@ def write_ahead(check: Callable[[], None]) -> Iterator[None]:
         _WRITE_AHEAD.reset(token)
 
 
-def _check_write_ahead(_request: object = None) -> None:
+def _check_write_ahead(request: httpx2.Request | None = None) -> None:
     check = _WRITE_AHEAD.get()
     if check is not None:
-        check()
+        check(request.content if request is not None else None)
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from steps.errors import (
     StepLineError,
     Superseded,
 )
+from steps.pii import PiiGuard, Redaction
 from steps.providers import ModelClient, ProviderPool, capture_bodies, write_ahead
 from steps.retry import RetryPolicy
 from steps.routing import Route, choose_route, escalation_route, fallback_chain
@@ -75,6 +76,9 @@ class AttemptRecord:
     retry_after_s: float | None = None
     wait_s: float | None = None
     """Seconds waited (backoff, retry-after or client-side rate limit) before this was sent."""
+    pii: dict[str, dict[str, int]] | None = None
+    """Personal data kept out of this request, by kind and count (never the values):
+    ``redacted`` into placeholders, ``blocked`` (still found as it left: not sent)."""
     response_failure: FailureClass | None = field(default=None, repr=False)
     attempt_id: str | None = None
     """The sink's id for this attempt, once ``attempt_started`` recorded it."""
@@ -177,6 +181,8 @@ class _StepCall(Generic[OutT]):
     """How long a model whose quota ran out stays out of service for every caller."""
     schema: dict[str, Any]
     """The output model's JSON schema, computed once per step execution."""
+    guard: PiiGuard | None
+    """The instance's personal data, kept out of requests to non-private models."""
     sent: list[int] = field(default_factory=lambda: [0])
     """Requests this step has sent so far, every model, retry and re-ask counted (one cell, so
     that the frozen call can still count)."""
@@ -216,6 +222,11 @@ class _Attempts:
         its hooks, so it is kept here and raised once the call returns."""
         self.unsent: AttemptRecord | None = None
         """The attempt whose record failed, so it was not sent."""
+        self.guard: PiiGuard | None = None
+        """Set when the request goes to a non-private model for an instance with personal data."""
+        self.redaction: Redaction | None = None
+        self.blocked: dict[str, int] | None = None
+        """What the guard still found in the body as it left (kind -> count): the request stopped."""
 
     def _record(self, write: Callable[[AttemptRecord], object], record: AttemptRecord) -> None:
         try:
@@ -223,11 +234,18 @@ class _Attempts:
         except Exception as exc:
             self.sink_error = self.sink_error or exc
 
-    def permit(self) -> None:
-        """Called as a request leaves (``write_ahead``): refuse it unless its attempt is recorded."""
+    def permit(self, body: bytes | None) -> None:
+        """Called as a request leaves (``write_ahead``): refuse it unless its attempt is recorded,
+        and, bound for a non-private model, unless its exact body is free of personal data."""
         record = self.pending
         if record is None or record.attempt_id is None:
             raise _Unrecorded("the attempt for this request was not recorded, so it is not sent")
+        if self.guard is not None and body is not None:
+            leaks = self.guard.leaks(body)
+            if leaks:
+                self.blocked = dict(sorted(leaks.items()))
+                record.pii = {**(record.pii or {}), "blocked": self.blocked}
+                raise _Unrecorded("personal data is still in the request, so it is not sent")
 
     # Instructor hook handlers -------------------------------------------------
 
@@ -256,6 +274,9 @@ class _Attempts:
             sampling=sampling,
             request_messages=_json_safe(messages),
             expected_schema=self.call.schema,
+            pii={"redacted": dict(sorted(self.redaction.counts.items()))}
+            if self.redaction is not None and self.redaction.counts
+            else None,
             started_at=datetime.now(UTC),
             wait_s=(((self.wait_s or 0.0) if self.count == 1 else 0.0) + gate_wait) or None,
         )
@@ -326,6 +347,8 @@ class _Attempts:
         self.pending = None
         self._stamp(record)
         record.failure = record.response_failure or failure or classify_exception(error)
+        if self.blocked is not None:
+            record.failure = FailureClass.PII_BLOCKED
         record.error_message = _describe_failure(record, error)[:2000]
         if record.failure is FailureClass.SCHEMA_INVALID:
             record.validation_errors = validation_errors(_root_parse_error(error), record.raw_output)
@@ -372,6 +395,12 @@ def _describe_failure(record: AttemptRecord, error: BaseException) -> str:
         return f"the answer was cut off at the token limit{at}: {quoted!r}"
     if record.failure is FailureClass.QUOTA:
         return f"the account's quota or spend limit is used up: {error}"
+    if record.failure is FailureClass.PII_BLOCKED:
+        found = ", ".join(f"{kind} x{count}" for kind, count in (record.pii or {}).get("blocked", {}).items())
+        return (
+            f"not sent to {record.model_id}: personal data was still in the request after redaction "
+            f"({found}; in text the prompt does not carry, such as the output schema)"
+        )
     return str(error)
 
 
@@ -442,13 +471,17 @@ class StepExecutor:
     def close(self) -> None:
         self.pool.close()
 
-    def run(self, step: Step[Any, OutT], inputs: BaseModel, sink: AttemptSink) -> OutT:
+    def run(
+        self, step: Step[Any, OutT], inputs: BaseModel, sink: AttemptSink, guard: PiiGuard | None = None
+    ) -> OutT:
         """Return the validated output, or raise ``StepFailed`` after recording every attempt.
 
         Transient failures are retried on the same model (``RetryPolicy``); when
         those retries run out the next model of the step's fallback chain is
         tried. Schema failures are re-asked by Instructor; refusals move on only
-        where the step allows it.
+        where the step allows it. With a ``guard`` (an instance holding personal
+        data), every request to a non-private model is redacted and checked as
+        it leaves (``steps.pii``); the answer gets the real values back here.
         """
         if not isinstance(inputs, step.input_model):
             raise DefinitionError(
@@ -469,6 +502,7 @@ class StepExecutor:
             max_pause_s=(step.retry or self.settings.retry).max_retry_after_s,
             quota_cooldown_s=(step.retry or self.settings.retry).quota_cooldown_s,
             schema=step.output_schema(),
+            guard=guard,
         )
         policy = step.retry or self.settings.retry
 
@@ -550,8 +584,16 @@ class StepExecutor:
                 failure=FailureClass.QUOTA,
                 model_id=route.model_id,
             )
+        messages: list[dict[str, Any]] = list(call.messages)
+        redaction: Redaction | None = None
+        guarded = call.guard is not None and not client.provider.private
+        if guarded:
+            assert call.guard is not None
+            messages, redaction = call.guard.redact_messages(messages)
         with client.gate.slot(), capture_bodies() as bodies:
             attempts = _Attempts(call, client, route, bodies, wait_s)
+            if guarded:
+                attempts.guard, attempts.redaction = call.guard, redaction
             hooks = Hooks()
             hooks.on("completion:kwargs", attempts.on_kwargs)
             hooks.on("completion:response", attempts.on_response)
@@ -560,7 +602,7 @@ class StepExecutor:
             try:
                 with write_ahead(attempts.permit):
                     output = client.client.create(
-                        messages=call.messages,  # type: ignore[arg-type]
+                        messages=messages,  # type: ignore[arg-type]
                         response_model=step.output_model,
                         max_retries=_reask_policy(step.max_reasks, attempts),
                         hooks=hooks,
@@ -584,7 +626,11 @@ class StepExecutor:
                 ) from exc
             attempts.succeed(output)
             attempts.raise_sink_error(route.model_id)
-        return _as_declared(output, step.output_model)
+        declared = _as_declared(output, step.output_model)
+        if redaction is not None and redaction.originals:  # the real values, back here, locally
+            restored = redaction.restore(declared.model_dump())
+            return step.output_model.model_construct(_fields_set=declared.model_fields_set, **restored)
+        return declared
 
 
 def _moves_on(step: Step[Any, Any], failure: FailureClass) -> bool:

@@ -240,6 +240,9 @@ class Attempt(SQLModel, table=True):
     latency_ms: float | None = None
     retry_after_s: float | None = None
     wait_s: float | None = None
+    pii: Any = _json()
+    """Personal data kept out of the request, by kind and count, never the values:
+    ``{"redacted": {"name": 2}, "blocked": {"iban": 1}}``."""
     started_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
@@ -302,7 +305,7 @@ class Notification(SQLModel, table=True):
     instance_id: str = Field(foreign_key="workflow_instance.id", index=True, max_length=32)
     event: str = Field(max_length=32)
     target: str = Field(max_length=300)
-    """The target's scheme and host only: Apprise URLs can embed tokens."""
+    """The target's scheme and a short hash of its URL only: Apprise URLs can embed tokens."""
     title: str = Field(max_length=300)
     body: str = Field(sa_column=Column(Text, nullable=False))
     delivered: bool = False

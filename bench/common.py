@@ -33,7 +33,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 if TYPE_CHECKING:
-    from flows.engine import Runtime
+    from flows.runtime import Runtime
 
 __all__ = [
     "BENCH_KEY_ENV",
@@ -154,7 +154,7 @@ def _serve(payload: dict[str, Any], conn: Any, stop: Any) -> None:
 
 def open_runtime(folder: Path, catalog: str, database: str) -> Runtime:
     """A Runtime built as ``stepline`` builds it: catalog file, env vars, ``Runtime.open``."""
-    from flows.engine import Runtime
+    from flows.runtime import Runtime
     from steps.settings import load_settings
 
     path = folder / "stepline.toml"
@@ -167,7 +167,7 @@ def open_runtime(folder: Path, catalog: str, database: str) -> Runtime:
 
 def start_prefect() -> float:
     """Start Prefect's temporary API server (when none is configured); the seconds it took."""
-    from flows.engine import ensure_prefect_api
+    from flows.local_server import ensure_prefect_api
 
     started = time.perf_counter()
     ensure_prefect_api()

@@ -41,7 +41,7 @@ from common import console, percentile, print_table, start_prefect, summary_ms
 
 if TYPE_CHECKING:
     from flows.batch import BatchItem
-    from flows.engine import Runtime
+    from flows.runtime import Runtime
     from storage.models import Attempt
 
 PROMPT = (
@@ -132,8 +132,8 @@ def plain_generation(args: argparse.Namespace) -> None:
 
 def run_contract_review(args: argparse.Namespace, source: Path) -> None:
     from flows.batch import read_items, run_batch
-    from flows.engine import Runtime
     from flows.registry import get_workflow
+    from flows.runtime import Runtime
     from steps.routing import choose_route
 
     workflow = get_workflow("contract-review")

@@ -60,7 +60,7 @@ from common import (
 from common import loopback_catalog as bench_catalog
 
 if TYPE_CHECKING:
-    from flows.engine import Runtime
+    from flows.runtime import Runtime
     from steps.definition import Step
 
 TARGET_ADDED_MS = 5.0

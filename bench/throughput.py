@@ -70,7 +70,7 @@ from tests.servers import OpenAIServer, Reply, error, ok
 
 if TYPE_CHECKING:
     from flows.batch import BatchReport
-    from flows.engine import Runtime
+    from flows.runtime import Runtime
     from flows.workflow import Workflow
 
 FINAL = ("completed", "needs_review", "paused", "failed")

@@ -24,7 +24,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flows.engine import Runtime, ensure_prefect_api
 from flows.inputs import (
     MAX_INPUT_BYTES,
     is_utf8_name,
@@ -35,6 +34,8 @@ from flows.inputs import (
     too_large,
 )
 from flows.instances import RunResult, check_workflow, interrupt, parse_input, run_workflow
+from flows.local_server import ensure_prefect_api
+from flows.runtime import Runtime
 from flows.workflow import Workflow
 from steps.errors import InputError, StepLineError
 

@@ -45,6 +45,7 @@ __all__ = [
     "configured_api_url",
     "data_home",
     "ensure",
+    "ensure_prefect_api",
     "log_path",
     "server_home",
     "status",
@@ -480,3 +481,21 @@ def _locked() -> Iterator[None]:
     with handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file closes, or the process dies
         yield
+
+
+def ensure_prefect_api() -> None:
+    """Make sure this process talks to a Prefect API server before flows run.
+
+    The configured one (PREFECT_API_URL, a Prefect profile) if any, else Stepline's shared
+    local server (below), started on first need. Commands point Prefect at it
+    before importing Prefect; this covers callers that imported it first (library use, the
+    benchmarks). Without it Prefect would start its own temporary server in this process: not
+    thread-safe to start, 10-15 s per process, and left running when the process is killed.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    ensured = ensure()  # Prefect is loaded: its settings are refreshed to the URL
+    if ensured is not None and ensured.started:
+        print(announcement(ensured), file=sys.stderr)

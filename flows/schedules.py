@@ -26,8 +26,8 @@ from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from pydantic import ValidationError
 
 from flows.batch import read_items, run_batch
-from flows.engine import Runtime
 from flows.registry import get_workflow
+from flows.runtime import Runtime
 from flows.team import QUEUED_DEPLOYMENT, QUEUED_ENTRYPOINT
 from steps.errors import ConfigError, InputError
 from steps.settings import ScheduleConfig, Settings

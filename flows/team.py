@@ -29,9 +29,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.batch import BatchItem, ItemOutcome, parse_item
-from flows.engine import Runtime
 from flows.instances import check_workflow, run_queued
 from flows.recovery import LostInstance, find_lost, recover
+from flows.runtime import Runtime
 from flows.workflow import Workflow
 from steps.errors import InputError
 from steps.settings import Settings

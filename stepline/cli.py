@@ -112,7 +112,7 @@ def _use_local_server() -> None:
 
 
 def _open_runtime() -> Any:
-    from flows.engine import Runtime
+    from flows.runtime import Runtime
     from stepline.errors import StepLineError
 
     try:
@@ -123,7 +123,7 @@ def _open_runtime() -> Any:
 
 def _drive(label: str, work: Any) -> Any:
     """Run ``work(on_step)`` under a progress line; turn Stepline's errors into exit codes."""
-    from flows.engine import ensure_prefect_api
+    from flows.local_server import ensure_prefect_api
     from stepline.errors import StepLineError
     from storage.errors import DatabaseFailed
 
@@ -480,9 +480,9 @@ def _replay_lost(to_replay: list[str], concurrency: int, as_json: bool, verbose:
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     _prepare_flows(verbose)
-    from flows.engine import ensure_prefect_api
     from flows.instances import ReplayRefused, interrupt
     from flows.instances import replay as replay_instance
+    from flows.local_server import ensure_prefect_api
     from stepline.errors import StepLineError
 
     runtime = _open_runtime()

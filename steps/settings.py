@@ -165,6 +165,11 @@ class WorkersConfig(_Strict):
 
     heartbeat_s: float = Field(default=10.0, gt=0)
     lease_s: float = Field(default=60.0, gt=0)
+    prefect_heartbeat_s: int | None = Field(default=None, ge=30)
+    """Prefect's own flow-run heartbeat, off by default: a sync flow joins its thread as it ends
+    (about 0.9 s per instance), and the leases above already tell a dead worker's instances
+    apart. Set it (30 or more) when Prefect's zombie-flow automation should mark a killed
+    worker's flow runs crashed in Prefect's UI."""
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> WorkersConfig:

@@ -183,7 +183,7 @@ def make_runtime(
     private_server: OpenAIServer,
 ) -> Iterator[Callable[..., object]]:
     """Build a Runtime on a fresh SQLite file and the loopback catalog, as `stepline` would."""
-    from flows.engine import Runtime
+    from flows.runtime import Runtime
     from steps.settings import load_settings
 
     def make(database_url: str | None = None, notify_urls: tuple[str, ...] = ()) -> Runtime:

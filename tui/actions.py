@@ -70,7 +70,7 @@ def _runtime() -> Any:
                 print(line, file=sys.__stderr__)
 
         atexit.register(say)
-    from flows.engine import Runtime
+    from flows.runtime import Runtime
 
     for name in ("prefect", "instructor"):  # outcomes are recorded; keep tracebacks off the screen
         logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -292,10 +292,10 @@ def test_terminated_database_connections_lose_nothing_on_postgresql(
     report: Callable[[str], None],
 ) -> None:
     from flows.batch import BatchItem, run_batch
-    from flows.engine import Runtime
     from flows.instances import replay
     from flows.recovery import find_lost, recover
     from flows.registry import get_workflow
+    from flows.runtime import Runtime
     from steps.settings import load_settings
 
     url, application = chaos_postgres

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from flows.batch import MAX_ITEM_BYTES, ItemOutcome, read_items, run_batch
-from flows.engine import Runtime
 from flows.instances import replay
 from flows.registry import WORKFLOWS
+from flows.runtime import Runtime
 from steps.errors import InputError
 from tests.flows.helpers import INPUT, VALID
 from tests.flows.pipeline import PIPELINE, tool_of

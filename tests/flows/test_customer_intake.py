@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from flows.customer_intake import WORKFLOW, DraftReply, PersonDetails, reattach, redact
-from flows.engine import Runtime
 from flows.instances import run_workflow
+from flows.runtime import Runtime
 from storage.models import InstanceStatus
 from tests.servers import AnthropicServer, OpenAIServer, ok
 

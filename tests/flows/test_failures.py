@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from flows.engine import Runtime
 from flows.instances import run_workflow
+from flows.runtime import Runtime
 from steps.errors import FailureClass
 from storage.models import Attempt, InstanceStatus
 from tests.flows.helpers import INPUT, VALID, invoice_workflow

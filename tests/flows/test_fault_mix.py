@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from flows.engine import Runtime
 from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
+from flows.runtime import Runtime
 from storage.models import Attempt, StepRun
 from tests.flows.helpers import INPUT
 from tests.flows.pipeline import pipeline

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session
 
-from flows.engine import Runtime
 from flows.instances import ReplayRefused, replay, run_workflow
 from flows.recovery import THIS_WORKER, Heartbeat, find_lost, recover
 from flows.registry import WORKFLOWS
+from flows.runtime import Runtime
 from storage.models import WorkflowInstance
 from tests.flows.helpers import INPUT
 from tests.flows.pipeline import PIPELINE

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from flows.engine import Runtime
 from flows.instances import ReplayRefused, ReviewError, approve_review, reject_review, replay, run_workflow
 from flows.registry import WORKFLOWS
+from flows.runtime import Runtime
 from storage.models import InstanceStatus
 from tests.flows.helpers import INPUT, VALID
 from tests.flows.pipeline import PIPELINE, tool_of

@@ -19,9 +19,10 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.customer_intake import WORKFLOW
-from flows.engine import Runtime, run_step
+from flows.engine import run_step
 from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
+from flows.runtime import Runtime
 from flows.workflow import Workflow
 from steps.definition import CLASSIFY, EXTRACT, Prompt, Sensitivity, Step
 from steps.settings import load_settings

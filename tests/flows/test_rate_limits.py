@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from flows.engine import Runtime
 from flows.instances import run_workflow
+from flows.runtime import Runtime
 from storage.models import InstanceStatus
 from tests.flows.helpers import INPUT, VALID, invoice_workflow
 from tests.servers import OpenAIServer, error, ok, slow

@@ -8,8 +8,9 @@ from dataclasses import replace
 import pytest
 from prefect import flow
 
-from flows.engine import Runtime, run_step
+from flows.engine import run_step
 from flows.instances import run_workflow
+from flows.runtime import Runtime
 from flows.workflow import Workflow
 from steps.definition import Sensitivity, Step
 from steps.errors import ConfigError

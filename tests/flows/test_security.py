@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.engine import Runtime
 from flows.instances import run_workflow
+from flows.runtime import Runtime
 from tests.conftest import TEST_KEYS
 from tests.flows.helpers import INPUT, VALID, invoice_workflow
 from tests.servers import AnthropicServer, OpenAIServer, error, invalid_json, ok

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from flows.engine import Runtime
 from flows.instances import RunResult, run_workflow
+from flows.runtime import Runtime
 from flows.shared_limits import limit_names
 from storage.models import InstanceStatus
 from tests.flows.helpers import INPUT, VALID, invoice_workflow

@@ -16,10 +16,10 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from flows.batch import BatchItem
-from flows.engine import Runtime
 from flows.instances import ReplayRefused, replay
 from flows.recovery import THIS_WORKER, find_lost, recover
 from flows.registry import WORKFLOWS, load_workflow_modules
+from flows.runtime import Runtime
 from flows.team import _stranded_because, queued_flow, submit
 from steps.errors import ConfigError, InputError
 from storage.models import WorkflowInstance

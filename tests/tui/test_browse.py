@@ -15,9 +15,9 @@ import pytest
 from rich.text import Text
 from textual.widgets import DataTable, Static
 
-from flows.engine import Runtime
 from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
+from flows.runtime import Runtime
 from storage.models import InstanceStatus, Notification
 from storage.store import Fence
 from tests.flows.helpers import INPUT

@@ -12,9 +12,9 @@ import pytest
 from rich.text import Text
 from textual.widgets import DataTable, Input, Static, TextArea
 
-from flows.engine import Runtime
 from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
+from flows.runtime import Runtime
 from steps.definition import Prompt
 from storage.models import InstanceStatus
 from tests.flows.helpers import INPUT, VALID

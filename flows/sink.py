@@ -8,7 +8,7 @@ from typing import Any
 from steps.definition import Prompt
 from steps.errors import Superseded
 from steps.runtime import AttemptRecord
-from storage.models import Attempt, StepRun, StepRunStatus
+from storage.models import StepRun, StepRunStatus
 from storage.store import Fence, LeaseLost, StorageError, Store
 
 __all__ = ["StoreSink"]
@@ -45,22 +45,22 @@ class StoreSink:
         return self.store.prompt_version(step, prompt.system, prompt.user, prompt.content_hash, self.author)
 
     def attempt_started(self, record: AttemptRecord) -> str:
-        attempt = Attempt(
-            instance_id=self.run.instance_id,
-            step_run_id=self.run.id,
-            step=record.step,
-            attempt_number=record.attempt_number,
-            provider=record.provider,
-            model_id=record.model_id,
-            provider_model=record.provider_model,
-            routing_reason=record.routing_reason,
-            prompt_version_id=record.prompt_version_id,
-            sampling=record.sampling,
-            request_messages=record.request_messages,
-            wait_s=record.wait_s,
-            pii=record.pii,
-            started_at=record.started_at,
-        )
+        attempt = {  # plain values, not an ``Attempt``: building a table model costs more than the INSERT
+            "instance_id": self.run.instance_id,
+            "step_run_id": self.run.id,
+            "step": record.step,
+            "attempt_number": record.attempt_number,
+            "provider": record.provider,
+            "model_id": record.model_id,
+            "provider_model": record.provider_model,
+            "routing_reason": record.routing_reason,
+            "prompt_version_id": record.prompt_version_id,
+            "sampling": record.sampling,
+            "request_messages": record.request_messages,
+            "wait_s": record.wait_s,
+            "pii": record.pii,
+            "started_at": record.started_at,
+        }
         try:
             attempt_id = self.store.start_attempt(
                 self.fence,

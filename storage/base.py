@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Connection, Engine, bindparam, insert, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
-from sqlmodel import Session, SQLModel, col
+from sqlmodel import Session, SQLModel
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from storage.db import db_reason, release_engine, safe_url
@@ -33,7 +34,11 @@ from storage.models import Attempt, StepRun, WorkflowInstance
 
 __all__ = ["StoreBase", "insert_rows", "update_row"]
 
+_BY_ID: dict[type[SQLModel], Any] = {}
+"""``update_row``'s statement per table, built once."""
+
 T = TypeVar("T")
+C = TypeVar("C", Session, Connection)
 
 _log = logging.getLogger("stepline.storage")
 
@@ -82,46 +87,97 @@ class StoreBase:
         ``landed`` is asked first on a retry: a non-None answer means the earlier
         try committed after all, and is returned as the result.
         """
+        return self._retried(what, self._session, work, landed)
+
+    def _run_core(
+        self,
+        what: str,
+        work: Callable[[Connection], T],
+        *,
+        landed: Callable[[Connection], T | None] | None = None,
+    ) -> T:
+        """``_run`` on a bare Core connection: the path of every request a step makes.
+
+        No ORM session: its unit of work and statement handling cost several
+        times the SQL itself on SQLite (bench/attempt_writes.py prints both).
+        ``work`` commits; what it has not committed is rolled back.
+        """
+        return self._retried(what, self.engine.connect, work, landed)
+
+    def _retried(
+        self,
+        what: str,
+        opener: Callable[[], AbstractContextManager[C]],
+        work: Callable[[C], T],
+        landed: Callable[[C], T | None] | None,
+    ) -> T:
+        dropped = _dropped(self.engine.dialect.name)
+        try:  # the first try outside tenacity: building its Retrying costs more than a commit
+            with opener() as connection:
+                return work(connection)
+        except SQLAlchemyError as exc:
+            if not dropped(exc):
+                raise self._failed(what, exc) from None
+            _log.warning("database connection lost while %s (try 1); retrying", what)
         retrying = Retrying(
-            retry=retry_if_exception(_dropped(self.engine.dialect.name)),
+            retry=retry_if_exception(dropped),
             stop=stop_after_delay(self.RETRY_FOR_S),
             wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
             before_sleep=lambda state: _log.warning(
-                "database connection lost while %s (try %d); retrying", what, state.attempt_number
+                "database connection lost while %s (try %d); retrying", what, state.attempt_number + 1
             ),
             reraise=True,
         )
         try:
             for attempt in retrying:
-                with attempt, self._session() as session:
-                    if landed is not None and attempt.retry_state.attempt_number > 1:
-                        found = landed(session)
+                with attempt, opener() as connection:
+                    if landed is not None:  # an earlier try may have committed before it dropped
+                        found = landed(connection)
                         if found is not None:
                             return found
-                    return work(session)
+                    return work(connection)
         except SQLAlchemyError as exc:
-            where = safe_url(self.engine.url)
-            raise DatabaseFailed(f"the database {where} failed while {what}: {db_reason(exc)}") from None
+            raise self._failed(what, exc) from None
         raise AssertionError("unreachable: tenacity returns or re-raises")
+
+    def _failed(self, what: str, exc: SQLAlchemyError) -> DatabaseFailed:
+        where = safe_url(self.engine.url)
+        return DatabaseFailed(f"the database {where} failed while {what}: {db_reason(exc)}")
 
 
 def update_row(
-    session: Session,
+    session: Session | Connection,
     model: type[WorkflowInstance] | type[StepRun] | type[Attempt],
     row_id: str,
     values: dict[str, Any],
 ) -> None:
     """One UPDATE by primary key (no read first: this is on every step's path)."""
-    result = session.execute(update(model).where(col(model.id) == row_id).values(**values))
+    statement = _BY_ID.get(model)
+    if statement is None:  # SET takes its columns from the parameters' keys, so one statement serves all
+        table = model.__table__  # type: ignore[union-attr]
+        statement = _BY_ID[model] = update(table).where(table.c.id == bindparam("row_id"))
+    result = session.execute(statement, {**values, "row_id": row_id})
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise KeyError(f"no {model.__tablename__} with id {row_id}")
 
 
-def insert_rows(session: Session, *rows: SQLModel) -> None:
-    """INSERT these rows' values as they are (see the module docstring for why not ``add``)."""
+def insert_rows(
+    session: Session | Connection, *rows: SQLModel | tuple[type[SQLModel], dict[str, Any]]
+) -> None:
+    """INSERT these rows' values as they are (see the module docstring for why not ``add``).
+
+    A row is a model object or (model, values): the hot path passes plain values,
+    since building a table model object costs more than its INSERT.
+    """
     by_table: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
-        table = type(row).__table__  # type: ignore[attr-defined]
-        by_table.setdefault(table, []).append({c.name: getattr(row, c.name) for c in table.columns})
-    for table, values in by_table.items():
-        session.execute(insert(table), values)
+        if isinstance(row, tuple):
+            model, given = row
+            table = model.__table__  # type: ignore[attr-defined]
+            values = {c.name: given.get(c.name) for c in table.columns}
+        else:
+            table = type(row).__table__  # type: ignore[attr-defined]
+            values = {c.name: getattr(row, c.name) for c in table.columns}
+        by_table.setdefault(table, []).append(values)
+    for table, values_list in by_table.items():
+        session.execute(insert(table), values_list)

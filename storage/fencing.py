@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Connection, bindparam, update
 from sqlmodel import Session, col
 
 from storage.errors import LeaseLost
@@ -38,12 +38,19 @@ class Fence:
     token: int
 
 
-def guard(session: Session, fence: Fence) -> None:
+_instances = WorkflowInstance.__table__  # type: ignore[attr-defined]
+_GUARD = (
+    update(_instances)
+    .where(_instances.c.id == bindparam("fence_id"), _instances.c.fence == bindparam("fence_token"))
+    .values(heartbeat_at=bindparam("fence_now"))
+)
+"""Built once: this statement runs before every write on every step's path."""
+
+
+def guard(connection: Session | Connection, fence: Fence) -> None:
     """Lock the instance row and check the token; ``LeaseLost`` if it moved on."""
-    result = session.execute(
-        update(WorkflowInstance)
-        .where(col(WorkflowInstance.id) == fence.instance_id, col(WorkflowInstance.fence) == fence.token)
-        .values(heartbeat_at=utcnow())
+    result = connection.execute(
+        _GUARD, {"fence_id": fence.instance_id, "fence_token": fence.token, "fence_now": utcnow()}
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LeaseLost(fence.instance_id, fence.token)

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Connection, Engine, func, insert, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from storage.base import StoreBase, insert_rows, update_row
 from storage.fencing import Fence, guard
-from storage.models import Attempt, OutputSchema, StepRun, StepRunStatus, schema_digest, utcnow
+from storage.models import Attempt, OutputSchema, StepRun, StepRunStatus, new_id, schema_digest, utcnow
 
 __all__ = ["LATE_ANSWER", "RunStore"]
+
+_attempts = Attempt.__table__  # type: ignore[attr-defined]
 
 LATE_ANSWER = "superseded"
 """The failure class of a stale worker's request answered after its instance changed hands."""
@@ -36,43 +39,55 @@ class RunStore(StoreBase):
     def start_attempt(
         self,
         fence: Fence,
-        attempt: Attempt,
+        attempt: Attempt | dict[str, Any],
         *,
         step_run: StepRun | None = None,
         schema: dict[str, Any] | None = None,
     ) -> str:
         """Record a request about to be sent (``finished_at`` empty: in flight); its id.
 
+        ``attempt`` is the row, or its values (the hot path: no model object);
         ``step_run`` is its step run when not yet written: the step's first
         request writes both in one commit. ``schema`` is the output schema the
         answer will be validated against, stored once and referenced by hash.
         """
-        digest = attempt.schema_hash = schema_digest(schema) if schema is not None else None
+        if isinstance(attempt, Attempt):
+            attempt = {c.name: getattr(attempt, c.name) for c in _attempts.columns}
+        values = {
+            **attempt,
+            "id": attempt.get("id") or new_id(),
+            "started_at": attempt.get("started_at") or utcnow(),
+        }
+        digest = values["schema_hash"] = schema_digest(schema) if schema is not None else None
+        attempt_id: str = values["id"]
 
-        def work(session: Session) -> str:
-            guard(session, fence)
+        def work(connection: Connection) -> str:
+            guard(connection, fence)
             if digest is not None and digest not in self._known_schemas:
-                _store_schema(session, OutputSchema(hash=digest, step=attempt.step, schema_=schema))
-            insert_rows(session, *([step_run] if step_run is not None else []), attempt)
-            session.commit()
+                _store_schema(connection, OutputSchema(hash=digest, step=values["step"], schema_=schema))
+            insert_rows(connection, *([step_run] if step_run is not None else []), (Attempt, values))
+            connection.commit()
             if digest is not None:
                 self._known_schemas.add(digest)
-            return attempt.id
+            return attempt_id
 
-        def landed(session: Session) -> str | None:
-            return attempt.id if session.get(Attempt, attempt.id) is not None else None
+        def landed(connection: Connection) -> str | None:
+            found = connection.execute(
+                core_select(_attempts.c.id).where(_attempts.c.id == attempt_id)
+            ).first()
+            return attempt_id if found is not None else None
 
-        return self._run("recording a request before sending it", work, landed=landed)
+        return self._run_core("recording a request before sending it", work, landed=landed)
 
     def finish_attempt(self, fence: Fence, attempt_id: str, **values: Any) -> None:
         """Complete an in-flight attempt row with what came back."""
 
-        def work(session: Session) -> None:
-            guard(session, fence)
-            update_row(session, Attempt, attempt_id, values)
-            session.commit()
+        def work(connection: Connection) -> None:
+            guard(connection, fence)
+            update_row(connection, Attempt, attempt_id, values)
+            connection.commit()
 
-        self._run("recording an answer", work)
+        self._run_core("recording an answer", work)
 
     def finish_step_run(
         self,
@@ -102,20 +117,24 @@ class RunStore(StoreBase):
             "finished_at": utcnow(),
         }
 
-        def work(session: Session) -> None:
-            guard(session, fence)
-            if insert is not None and session.get(StepRun, insert.id) is None:
+        def work(connection: Connection) -> None:
+            guard(connection, fence)
+            runs = StepRun.__table__  # type: ignore[attr-defined]
+            if (
+                insert is not None
+                and connection.execute(core_select(runs.c.id).where(runs.c.id == insert.id)).first() is None
+            ):
                 for name, value in values.items():
                     setattr(insert, name, value)
-                insert_rows(session, insert)
+                insert_rows(connection, insert)
             else:
-                update_row(session, StepRun, step_run_id, values)
+                update_row(connection, StepRun, step_run_id, values)
             if last_attempt is not None:
                 attempt_id, outcome = last_attempt
-                update_row(session, Attempt, attempt_id, outcome)
-            session.commit()
+                update_row(connection, Attempt, attempt_id, outcome)
+            connection.commit()
 
-        self._run("recording the end of a step", work)
+        self._run_core("recording the end of a step", work)
 
     def record_late_answer(self, attempt_id: str, generation: int, outcome: dict[str, Any]) -> bool:
         """Keep a stale worker's late answer on its own attempt row, for audit; never applied.
@@ -215,13 +234,14 @@ class RunStore(StoreBase):
         return self._run("reading an attempt", lambda session: session.exec(query).first())
 
 
-def _store_schema(session: Session, row: OutputSchema) -> None:
+def _store_schema(connection: Connection, row: OutputSchema) -> None:
     """Insert a schema unless another attempt (any process) stored the same one first."""
     values = {"hash": row.hash, "step": row.step, "schema": row.schema_, "created_at": row.created_at}
-    dialect = session.get_bind().dialect.name
+    table = OutputSchema.__table__  # type: ignore[attr-defined]
+    dialect = connection.dialect.name
     if dialect == "postgresql":
-        session.execute(postgresql.insert(OutputSchema).values(**values).on_conflict_do_nothing())
+        connection.execute(postgresql.insert(table).values(**values).on_conflict_do_nothing())
     elif dialect == "sqlite":
-        session.execute(sqlite.insert(OutputSchema).values(**values).on_conflict_do_nothing())
-    elif session.get(OutputSchema, row.hash) is None:
-        session.add(row)
+        connection.execute(sqlite.insert(table).values(**values).on_conflict_do_nothing())
+    elif connection.execute(core_select(table.c.hash).where(table.c.hash == row.hash)).first() is None:
+        connection.execute(insert(table).values(**values))

@@ -178,6 +178,7 @@ def run_instance(
     if any(step.sensitivity is Sensitivity.PII for step in workflow.steps):
         scope.guard = PiiGuard()
         scope.guard.learn(inputs)  # the whole input: a public step may run before any pii step
+    runtime.executor.prepare(workflow.steps[0])  # built while Prefect's API creates the flow run
     runtime.heartbeat.hold(scope.instance_id, scope.fence.token)
     try:
         return _run_held(workflow, inputs, runtime, scope, owner)

@@ -961,9 +961,13 @@ def show(
 def tui() -> None:
     """Open the operator's terminal UI: browse instances, open a failed attempt beside its schema."""
     store = _open_store()
+    from tui import actions
     from tui.app import StepLineApp
 
-    StepLineApp(store, where=store.engine.url.render_as_string(hide_password=True)).run()
+    try:
+        StepLineApp(store, where=store.engine.url.render_as_string(hide_password=True), warm=True).run()
+    finally:
+        actions.shutdown()
 
 
 server_app = typer.Typer(

@@ -471,6 +471,14 @@ class StepExecutor:
     def close(self) -> None:
         self.pool.close()
 
+    def prepare(self, step: Step[Any, Any]) -> None:
+        """Start building the client ``step`` will most likely use first (``ProviderPool.prepare``)."""
+        try:
+            route = choose_route(step, self.settings)
+        except StepLineError:  # the step itself will say why, with its prompt and inputs
+            return
+        self.pool.prepare(route.model_id)
+
     def run(
         self, step: Step[Any, OutT], inputs: BaseModel, sink: AttemptSink, guard: PiiGuard | None = None
     ) -> OutT:

@@ -1,14 +1,34 @@
 """What the TUI asks of ``flows``: approve, reject, replay. Run in worker threads, never at start-up.
 
-Prefect and the provider SDKs load on the first call here, so browsing stays
-fast; each call opens its own ``Runtime`` on the configured catalog and database.
+Prefect and the provider SDKs are not on the start-up path, so the first paint
+stays fast; ``warm`` loads them in a worker thread once the app is up, opens
+one ``Runtime`` for the process and builds the clients the workflows' first
+steps use, so an action sends its first request within about a second of the
+key press instead of after the 5-10 s those imports and Prefect's set-up take.
+The runtime is opened again when the catalog file changes.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-__all__ = ["Outcome", "approve", "operator", "reject", "replay", "replay_step", "save_prompt"]
+__all__ = [
+    "Outcome",
+    "approve",
+    "operator",
+    "reject",
+    "replay",
+    "replay_step",
+    "save_prompt",
+    "shared_runtime",
+    "shutdown",
+    "warm",
+]
+
+_lock = threading.Lock()
+_shared: dict[str, Any] = {}
+"""``runtime`` and the catalog file's ``stamp`` it was opened with."""
 
 
 def operator() -> str:
@@ -44,15 +64,82 @@ def _failed(exc: BaseException) -> Outcome:
     )
 
 
-def _runtime() -> Any:
-    """A runtime whose flows use the configured Prefect server, else the shared local one.
+def warm() -> None:
+    """Load the engine and open the shared runtime ahead of the first action; errors wait for it."""
+    try:
+        with _runtime() as runtime:
+            from flows.registry import known_workflows
 
-    The local server is ensured before ``flows.engine`` imports Prefect, which reads
-    PREFECT_API_URL once at import; on later calls it is checked again (it may have been
-    stopped meanwhile) and Prefect's settings follow it.
+            for workflow in known_workflows().values():
+                runtime.executor.prepare(workflow.steps[0])
+    except Exception:  # the action that needs it reports the same failure, in its modal
+        return
+
+
+def shared_runtime() -> Any:
+    """The runtime actions use now (None before the first action or ``warm``)."""
+    return _shared.get("runtime")
+
+
+def shutdown() -> None:
+    """Close the shared runtime (the app is leaving)."""
+    with _lock:
+        runtime = _shared.pop("runtime", None)
+    if runtime is not None:
+        runtime.close()
+
+
+class _Borrowed:
+    """The shared runtime, lent to one action: leaving the ``with`` does not close it."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    def __enter__(self) -> Any:
+        return self.runtime
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+def _stamp() -> tuple[object, ...]:
+    """What the runtime was opened from: the catalog file as it is now, and STEPLINE_* variables."""
+    import os
+
+    from steps.settings import catalog_path
+
+    path = catalog_path()
+    try:
+        modified: float | None = path.stat().st_mtime
+    except OSError:
+        modified = None
+    variables = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("STEPLINE_")))
+    return str(path), modified, variables
+
+
+def _runtime() -> _Borrowed:
+    """The process's runtime (opened on first need, again after the catalog changed).
+
+    Its flows use the configured Prefect server, else the shared local one: the local
+    server is ensured before ``flows.engine`` imports Prefect, which reads PREFECT_API_URL
+    once at import; on later calls it is checked again (it may have been stopped
+    meanwhile) and Prefect's settings follow it.
     """
+    with _lock:
+        stamp = _stamp()
+        runtime = _shared.get("runtime")
+        if runtime is not None and _shared.get("stamp") != stamp:
+            runtime.close()
+            runtime = None
+        _ensure_server()
+        if runtime is None:
+            runtime = _open()
+            _shared.update(runtime=runtime, stamp=stamp)
+        return _Borrowed(runtime)
+
+
+def _ensure_server() -> None:
     import atexit
-    import logging
     import os
     import sys
 
@@ -70,6 +157,11 @@ def _runtime() -> Any:
                 print(line, file=sys.__stderr__)
 
         atexit.register(say)
+
+
+def _open() -> Any:
+    import logging
+
     from flows.runtime import Runtime
 
     for name in ("prefect", "instructor"):  # outcomes are recorded; keep tracebacks off the screen

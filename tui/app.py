@@ -28,13 +28,25 @@ class StepLineApp(App[None]):
         Binding("q", "quit", "Quit", id="quit", tooltip="Leave Stepline"),
     ]
 
-    def __init__(self, store: Store, *, where: str = "") -> None:
+    WARM_AFTER_S = 0.5
+    """How long after mounting ``warm`` starts loading the engine (the first paint comes first)."""
+
+    def __init__(self, store: Store, *, where: str = "", warm: bool = False) -> None:
         super().__init__()
         self.store = store
         self.sub_title = where
+        self.warm = warm
+        """Load the engine in the background once up (``tui.actions.warm``): ``stepline tui`` does."""
 
     def on_mount(self) -> None:
         self.push_screen(InstancesScreen(self.store))
+        if self.warm:
+            self.set_timer(self.WARM_AFTER_S, self._start_warming)
+
+    def _start_warming(self) -> None:
+        from tui import actions
+
+        self.run_worker(actions.warm, name="loading the engine", thread=True, exit_on_error=False)
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:

@@ -12,7 +12,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-from storage.db import StorageError, _alembic_config, open_engine, release_engine, upgrade
+from storage.db import HEAD_REVISION, StorageError, alembic_config, open_engine, release_engine, upgrade
 from storage.models import Attempt, InstanceStatus, Notification, StepRun, StepRunStatus
 from storage.store import Fence, LeaseLost, Store
 from tests.databases import database_url, postgres_rows, sqlite_rows
@@ -60,7 +60,8 @@ def test_migrating_twice_changes_nothing(store: Store) -> None:
     upgrade(store.engine)  # the check every process makes when it opens the database
 
     assert schema(store.engine) == before
-    assert before["revision"] == ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert before["revision"] == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert before["revision"] == HEAD_REVISION, "storage.db.HEAD_REVISION must name the newest migration"
 
 
 def test_instance_step_run_and_attempts_round_trip(store: Store) -> None:
@@ -285,7 +286,7 @@ def test_the_schema_migration_moves_each_copied_schema_to_one_stored_row(tmp_pat
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = create_engine(url)
-    config = _alembic_config()
+    config = alembic_config()
     with old.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "0007")

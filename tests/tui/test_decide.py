@@ -16,10 +16,12 @@ from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
 from flows.runtime import Runtime
 from steps.definition import Prompt
+from steps.routing import choose_route
 from storage.models import InstanceStatus
 from tests.flows.helpers import INPUT, VALID
 from tests.flows.pipeline import PIPELINE, tool_of
 from tests.servers import OpenAIServer, Reply, error, ok
+from tui import actions
 from tui.app import StepLineApp
 from tui.screens.attempt import AttemptScreen
 from tui.screens.error import ActionFailed
@@ -98,6 +100,44 @@ def test_a_review_is_corrected_in_place_and_approval_resumes_the_instance(
     assert instance.status == "completed"
     assert instance.output["invoice"] == VALID
     assert [tool_of(r.body) for r in openai_server.requests] == ["Invoice", "Invoice", "Category"]
+
+
+def test_warming_loads_the_engine_once_and_every_action_shares_it(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    """``stepline tui`` warms up after the first paint: the first action finds the runtime open
+    and the first step's client built, and the runtime outlives the action."""
+    openai_server.enqueue(ok(VALID), error(401))
+    runtime = make_runtime()
+    stopped = run_workflow(PIPELINE, INPUT, runtime)
+    assert stopped.status is InstanceStatus.PAUSED
+    openai_server.default = ok({"label": "services"})
+    actions.shutdown()  # nothing left from an earlier test in this process
+    first_model = choose_route(PIPELINE.steps[0], runtime.settings).model_id
+
+    async def scenario() -> None:
+        app = StepLineApp(runtime.store, warm=True)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app)
+            for _ in range(600):  # the warm-up is a worker thread started after the first paint
+                warmed = actions.shared_runtime()
+                if warmed is not None and warmed.executor.pool.built(first_model):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the engine was not warmed within 60 s")
+            assert len(openai_server.requests) == 2  # warming sends nothing
+            await pilot.press("enter", "R")
+            await settle(app)
+            assert "completed" in shown(app.screen.query_one("#summary", Static))
+            assert actions.shared_runtime() is warmed  # the action used it and left it open
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        actions.shutdown()
+    assert actions.shared_runtime() is None
+    assert [tool_of(r.body) for r in openai_server.requests] == ["Invoice", "Category", "Category"]
 
 
 def test_replay_from_the_instance_screen(

@@ -1,0 +1,123 @@
+"""Time to the first provider request, from process start: `stepline run` against a bare Prefect flow.
+
+What it measures, interleaved round by round in one run, on Prefect's warm local server
+(started first if none is running) against one loopback OpenAI server:
+
+  (a) a bare script (``bench/bare_flow.py``): ``import openai`` and ``prefect``, one ``@flow``
+      with one ``@task`` that makes the same tools request and parses the answer;
+  (b) ``stepline run bench-invoice --input invoice.json``: the real command (its entry point,
+      settings, catalog, store, routing, Instructor, the step as a Prefect task), on a one-step
+      workflow that ``bench/bench_workflow.py`` registers through ``STEPLINE_WORKFLOW_MODULES``.
+
+Each is a fresh process. The clock starts just before ``Popen`` and stops at the request's
+arrival at the server (the server's own timestamp); the process's whole run is printed too.
+(a) gets ``PREFECT_API_URL``; (b) does not, so it finds the warm local server as a user's
+command does. Both share one SQLite store file across rounds (warm, as on a user's machine).
+
+Printed: p50 / p95 seconds to first request and to exit per variant, and the ratio (b)/(a).
+
+How to run:
+
+    uv run python bench/first_request.py               # 7 rounds
+    uv run python bench/first_request.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import BENCH_KEY_ENV, console, print_table, start_prefect
+from common import loopback_catalog as bench_catalog
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=7, help="measured rounds (default 7)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.flows.helpers import INPUT, VALID
+    from tests.servers import OpenAIServer, ok
+
+    console.print(f"Prefect API ready in {start_prefect():.1f} s")
+    api_url = str(PREFECT_API_URL.value())
+    with (
+        tempfile.TemporaryDirectory(prefix="stepline-bench-") as tmp,
+        OpenAIServer(default=ok(VALID)) as server,
+    ):
+        folder = Path(tmp)
+        catalog = folder / "stepline.toml"
+        catalog.write_text(bench_catalog(server.base_url), encoding="utf-8")
+        invoice = folder / "invoice.json"
+        invoice.write_text(json.dumps(INPUT), encoding="utf-8")
+        base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+        base[BENCH_KEY_ENV] = "sk-bench"
+        base["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT)])
+        bare_env = {**base, "PREFECT_API_URL": api_url, "BENCH_BASE_URL": server.base_url}
+        stepline_env = {
+            **base,
+            "STEPLINE_CONFIG": str(catalog),
+            "STEPLINE_WORKFLOW_MODULES": '["bench_workflow"]',
+            "STEPLINE_DATABASE_URL": f"sqlite:///{folder / 'stepline.db'}",
+        }
+        stepline = str(Path(sys.executable).with_name("stepline"))
+        variants = {
+            "(a) bare Prefect flow + task": ([sys.executable, str(HERE / "bare_flow.py")], bare_env),
+            "(b) stepline run": ([stepline, "run", "bench-invoice", "--input", str(invoice)], stepline_env),
+        }
+        first: dict[str, list[float]] = {name: [] for name in variants}
+        whole: dict[str, list[float]] = {name: [] for name in variants}
+        for round_ in range(args.rounds + 1):  # round 0 warms the page cache and the store
+            order = list(variants) if round_ % 2 else list(reversed(variants))
+            for name in order:
+                command, env = variants[name]
+                seen = len(server.requests)
+                started = time.time()
+                done = subprocess.run(  # noqa: S603 (our own interpreter, entry point and arguments)
+                    command, env=env, cwd=tmp, capture_output=True, text=True, timeout=300
+                )
+                ended = time.time()
+                if done.returncode != 0 or len(server.requests) <= seen:
+                    raise SystemExit(f"{name} failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+                if round_ == 0:
+                    continue
+                first[name].append(server.requests[seen].timestamp - started)
+                whole[name].append(ended - started)
+    (a, b) = variants
+    rows: list[list[object]] = []
+    for name in variants:
+        rows.append(
+            [
+                name,
+                statistics.median(first[name]),
+                max(first[name]),
+                statistics.median(first[name]) / statistics.median(first[a]),
+                statistics.median(whole[name]),
+            ]
+        )
+    print_table(
+        f"from process start, {args.rounds} rounds interleaved (s)",
+        ("variant", "first request p50", "max", "ratio p50", "exit p50"),
+        rows,
+    )
+    console.print(f"(b)/(a) first request: {statistics.median(first[b]) / statistics.median(first[a]):.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

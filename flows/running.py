@@ -179,6 +179,7 @@ def run_instance(
         scope.guard = PiiGuard()
         scope.guard.learn(inputs)  # the whole input: a public step may run before any pii step
     runtime.executor.prepare(workflow.steps[0])  # built while Prefect's API creates the flow run
+    runtime.apply_prefect_settings()
     runtime.heartbeat.hold(scope.instance_id, scope.fence.token)
     try:
         return _run_held(workflow, inputs, runtime, scope, owner)

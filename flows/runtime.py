@@ -73,6 +73,11 @@ class Runtime:
             Heartbeat(store, settings.workers.heartbeat_s),
         )
 
+    def apply_prefect_settings(self) -> None:
+        """Set Prefect's flow-run heartbeat again: ensuring the local server can refresh Prefect's
+        settings (``flows.local_server``), which brings back its default. Every instance calls it."""
+        _prefect_heartbeat(self.settings.workers.prefect_heartbeat_s)
+
     def close(self) -> None:
         """Stop renewing leases; release provider connections and this process's shared engine."""
         self.heartbeat.stop()

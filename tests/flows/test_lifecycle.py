@@ -293,3 +293,22 @@ def test_an_unreachable_prefect_api_pauses_the_instance_and_a_replay_resumes_it(
     assert openai_server.requests == []  # nothing ran without its orchestrator
     resumed = replay(stopped.instance_id, runtime)
     assert resumed.status is InstanceStatus.COMPLETED
+
+
+def test_prefects_flow_heartbeat_stays_off_after_its_settings_are_refreshed(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    """Ensuring the local server re-reads Prefect's settings, which brings back its 180 s
+    heartbeat (a sync flow then waits ~0.9 s for it at its end): each instance sets it again."""
+    from prefect.settings import get_current_settings
+
+    openai_server.enqueue(ok(VALID))
+    openai_server.default = ok({"label": "goods"})
+    runtime = make_runtime()
+    assert runtime.settings.workers.prefect_heartbeat_s is None
+    get_current_settings().flows.heartbeat_frequency = 180  # what a settings refresh brings back
+
+    result = run_workflow(PIPELINE, INPUT, runtime)
+
+    assert result.status is InstanceStatus.COMPLETED
+    assert get_current_settings().flows.heartbeat_frequency is None

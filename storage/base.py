@@ -23,7 +23,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, insert, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
@@ -32,7 +32,7 @@ from storage.db import db_reason, release_engine, safe_url
 from storage.errors import DatabaseFailed
 from storage.models import Attempt, StepRun, WorkflowInstance
 
-__all__ = ["StoreBase", "insert_rows", "update_row"]
+__all__ = ["StoreBase", "insert_rows", "row_exists", "row_values", "update_row"]
 
 _BY_ID: dict[type[SQLModel], Any] = {}
 """``update_row``'s statement per table, built once."""
@@ -161,6 +161,18 @@ def update_row(
         raise KeyError(f"no {model.__tablename__} with id {row_id}")
 
 
+def row_values(row: SQLModel) -> dict[str, Any]:
+    """A table model object as its table's column values."""
+    table = type(row).__table__  # type: ignore[attr-defined]
+    return {c.name: getattr(row, c.name) for c in table.columns}
+
+
+def row_exists(session: Session | Connection, model: type[SQLModel], row_id: str) -> bool:
+    """Whether the row with this primary key is stored (a Core SELECT: no object is loaded)."""
+    table = model.__table__  # type: ignore[attr-defined]
+    return session.execute(select(table.c.id).where(table.c.id == row_id)).first() is not None
+
+
 def insert_rows(
     session: Session | Connection, *rows: SQLModel | tuple[type[SQLModel], dict[str, Any]]
 ) -> None:
@@ -177,7 +189,7 @@ def insert_rows(
             values = {c.name: given.get(c.name) for c in table.columns}
         else:
             table = type(row).__table__  # type: ignore[attr-defined]
-            values = {c.name: getattr(row, c.name) for c in table.columns}
+            values = row_values(row)
         by_table.setdefault(table, []).append(values)
     for table, values_list in by_table.items():
         session.execute(insert(table), values_list)

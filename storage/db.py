@@ -233,13 +233,12 @@ def upgrade(engine: Engine) -> None:
             if _revision(connection) == HEAD_REVISION:
                 return
         from alembic import command
-        from alembic.runtime.migration import MigrationContext
 
         config = alembic_config()
         with engine.begin() as connection:
             if engine.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-            if MigrationContext.configure(connection).get_current_revision() == HEAD_REVISION:
+            if _revision(connection) == HEAD_REVISION:
                 return  # another process migrated it meanwhile
             config.attributes["connection"] = connection
             command.upgrade(config, "head")

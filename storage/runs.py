@@ -16,13 +16,11 @@ from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from storage.base import StoreBase, insert_rows, update_row
+from storage.base import StoreBase, insert_rows, row_exists, row_values, update_row
 from storage.fencing import Fence, guard
 from storage.models import Attempt, OutputSchema, StepRun, StepRunStatus, new_id, schema_digest, utcnow
 
 __all__ = ["LATE_ANSWER", "RunStore"]
-
-_attempts = Attempt.__table__  # type: ignore[attr-defined]
 
 LATE_ANSWER = "superseded"
 """The failure class of a stale worker's request answered after its instance changed hands."""
@@ -52,7 +50,7 @@ class RunStore(StoreBase):
         answer will be validated against, stored once and referenced by hash.
         """
         if isinstance(attempt, Attempt):
-            attempt = {c.name: getattr(attempt, c.name) for c in _attempts.columns}
+            attempt = row_values(attempt)
         values = {
             **attempt,
             "id": attempt.get("id") or new_id(),
@@ -72,10 +70,7 @@ class RunStore(StoreBase):
             return attempt_id
 
         def landed(connection: Connection) -> str | None:
-            found = connection.execute(
-                core_select(_attempts.c.id).where(_attempts.c.id == attempt_id)
-            ).first()
-            return attempt_id if found is not None else None
+            return attempt_id if row_exists(connection, Attempt, attempt_id) else None
 
         return self._run_core("recording a request before sending it", work, landed=landed)
 
@@ -119,11 +114,7 @@ class RunStore(StoreBase):
 
         def work(connection: Connection) -> None:
             guard(connection, fence)
-            runs = StepRun.__table__  # type: ignore[attr-defined]
-            if (
-                insert is not None
-                and connection.execute(core_select(runs.c.id).where(runs.c.id == insert.id)).first() is None
-            ):
+            if insert is not None and not row_exists(connection, StepRun, insert.id):
                 for name, value in values.items():
                     setattr(insert, name, value)
                 insert_rows(connection, insert)

@@ -10,6 +10,7 @@ The runtime is opened again when the catalog file changes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -89,19 +90,6 @@ def shutdown() -> None:
         runtime.close()
 
 
-class _Borrowed:
-    """The shared runtime, lent to one action: leaving the ``with`` does not close it."""
-
-    def __init__(self, runtime: Any) -> None:
-        self.runtime = runtime
-
-    def __enter__(self) -> Any:
-        return self.runtime
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
-
 def _stamp() -> tuple[object, ...]:
     """What the runtime was opened from: the catalog file as it is now, and STEPLINE_* variables."""
     import os
@@ -117,7 +105,7 @@ def _stamp() -> tuple[object, ...]:
     return str(path), modified, variables
 
 
-def _runtime() -> _Borrowed:
+def _runtime() -> contextlib.nullcontext[Any]:
     """The process's runtime (opened on first need, again after the catalog changed).
 
     Its flows use the configured Prefect server, else the shared local one: the local
@@ -135,7 +123,7 @@ def _runtime() -> _Borrowed:
         if runtime is None:
             runtime = _open()
             _shared.update(runtime=runtime, stamp=stamp)
-        return _Borrowed(runtime)
+        return contextlib.nullcontext(runtime)  # lent to one action: leaving the ``with`` keeps it open
 
 
 def _ensure_server() -> None:

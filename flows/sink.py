@@ -89,6 +89,7 @@ class StoreSink:
             "cost_usd": record.cost_usd,
             "latency_ms": record.latency_ms,
             "retry_after_s": record.retry_after_s,
+            "wait_s": record.wait_s,  # the rate limit's wait is taken as the request leaves
             "pii": record.pii,
             "finished_at": record.finished_at,
         }

@@ -85,7 +85,11 @@ class ModelGate:
                 now = self._clock()
                 ready = max(self._next_request, self._next_tokens, self._paused_until)
                 if ready <= now:
-                    self._next_request = now + self._spacing
+                    # Keep to the schedule: a caller that woke a little after its turn (sleeps
+                    # overshoot under load) does not push every later turn back, which would
+                    # leave a steady stream short of the rpm; after a quiet spell it starts afresh.
+                    late = now - self._next_request
+                    self._next_request = (self._next_request if late < self._spacing else now) + self._spacing
                     self._next_tokens = max(now, self._next_tokens) + tokens * self._seconds_per_token
                     return waited
             self._sleep(ready - now)

@@ -216,6 +216,7 @@ class _Attempts:
         self.pending: AttemptRecord | None = None
         self.last: AttemptRecord | None = None
         self._t0 = 0.0
+        self._tokens = 0
         self._bodies_seen = 0
         self.sink_error: BaseException | None = None
         """A failure to record an attempt: Instructor swallows exceptions raised in
@@ -246,6 +247,13 @@ class _Attempts:
                 self.blocked = dict(sorted(leaks.items()))
                 record.pii = {**(record.pii or {}), "blocked": self.blocked}
                 raise _Unrecorded("personal data is still in the request, so it is not sent")
+        # The model's rate limit is taken here, as the bytes leave, not before the attempt row
+        # is written: a slow write between the two would let turns taken 1/rate apart reach the
+        # provider bunched together (seen: 7 requests in one second under a 5/s limit).
+        waited = self.client.gate.wait_turn(self._tokens)
+        if waited:
+            record.wait_s = (record.wait_s or 0.0) + waited
+        self._t0 = time.perf_counter()
 
     # Instructor hook handlers -------------------------------------------------
 
@@ -254,7 +262,7 @@ class _Attempts:
             self.fail(RuntimeError("the attempt ended without a result"))
         self.count += 1
         chars = sum(len(str(m.get("content", ""))) for m in kwargs.get("messages") or [])
-        gate_wait = self.client.gate.wait_turn(chars // 3 + int(kwargs.get("max_tokens") or 0))
+        self._tokens = chars // 3 + int(kwargs.get("max_tokens") or 0)  # the gate's estimate, at permit()
         self._t0 = time.perf_counter()
         self._bodies_seen = len(self.bodies)
         sampling: dict[str, Any] = {
@@ -278,7 +286,7 @@ class _Attempts:
             if self.redaction is not None and self.redaction.counts
             else None,
             started_at=datetime.now(UTC),
-            wait_s=(((self.wait_s or 0.0) if self.count == 1 else 0.0) + gate_wait) or None,
+            wait_s=(self.wait_s or None) if self.count == 1 else None,  # plus the gate's, at permit()
         )
         self._record(self._start, self.pending)
 

@@ -376,6 +376,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.close()
 
 
+class RateLimit:
+    """A provider's requests-per-minute, enforced as a token bucket holding one second's worth.
+
+    Providers quantise their per-minute limits into shorter windows (OpenAI: "60,000 RPM may
+    be enforced as 1,000 requests per second"), so a client that sends a minute's budget in a
+    burst is refused even though it stays under the per-minute figure.
+    """
+
+    def __init__(self, rpm: int) -> None:
+        self.rate = rpm / 60.0
+        self.capacity = max(1.0, self.rate)
+        self._tokens = self.capacity
+        self._at: float | None = None
+        self._lock = threading.Lock()
+
+    def admit(self, now: float) -> float:
+        """0 if a request arriving at ``now`` is within the limit, else the seconds to wait."""
+        with self._lock:
+            if self._at is not None:
+                self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self.rate
+
+
 class FakeLLMServer(abc.ABC):
     """A scripted vendor API on 127.0.0.1, run in a background thread.
 
@@ -402,8 +429,11 @@ class FakeLLMServer(abc.ABC):
         host: str = "127.0.0.1",
         port: int = 0,
         verbose: bool = False,
+        rpm: int | None = None,
     ) -> None:
         self.usage = usage if usage is not None else Usage()
+        self.limit = RateLimit(rpm) if rpm else None
+        """Enforced like a provider's requests-per-minute: over it, 429 with retry-after."""
         self.verbose = verbose
         self.stopping = False
         self._host = host
@@ -605,6 +635,7 @@ class FakeLLMServer(abc.ABC):
         return self._json_response(status, self.error_body(status, message=message, param=param))
 
     def _handle(self, handler: _Handler) -> None:
+        arrived, arrived_wall = time.monotonic(), time.time()  # before the body is read
         raw = handler.read_body()
         path = urlsplit(handler.path).path
         headers = {k.lower(): v for k, v in handler.headers.items()}
@@ -621,8 +652,8 @@ class FakeLLMServer(abc.ABC):
                     headers=headers,
                     body=body,
                     raw=raw,
-                    timestamp=time.time(),
-                    monotonic=time.monotonic(),
+                    timestamp=arrived_wall,
+                    monotonic=arrived,
                     reply=reply,
                 )
             )
@@ -640,6 +671,12 @@ class FakeLLMServer(abc.ABC):
             record(None)
             message, param = problem
             handler.send(self._error_response(400, message, param=param))
+            return
+        wait = self.limit.admit(arrived) if self.limit is not None else 0.0
+        if wait > 0:
+            reply = error(429, retry_after=wait, message="Rate limit reached for requests per minute.")
+            record(reply)
+            self._perform(handler, reply, body)
             return
         try:
             reply = self._resolve(self._next_item(), body)

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_PG",
     "MODEL_ID",
     "UNLIMITED_MODEL",
+    "Served",
     "console",
     "database_url",
     "describe_url",
@@ -49,6 +51,7 @@ __all__ = [
     "openai_server",
     "percentile",
     "print_table",
+    "served",
     "start_prefect",
     "summary_ms",
 ]
@@ -70,11 +73,13 @@ def loopback_catalog(
     rpm: int | None = None,
     max_concurrency: int | None = None,
     rate_limited_retries: int = 4,
+    unlimited_url: str | None = None,
 ) -> str:
     """A catalog with one OpenAI model (tools mode) served by a loopback server.
 
     ``rpm`` / ``max_concurrency`` become the model's client-side limits (steps/limits.py).
-    An ``unlimited`` twin of the model, without limits, serves calibration runs.
+    An ``unlimited`` twin of the model, without limits, serves calibration runs (from
+    ``unlimited_url`` when given, a server that enforces no limit).
     """
     limits = ""
     if rpm is not None:
@@ -107,8 +112,14 @@ structured_mode = "tools"
 input_price = 0.15
 output_price = 0.60
 {limits}
+[providers.bench-free]
+kind = "openai"
+base_url = "{unlimited_url or openai_url}"
+api_key_env = "{BENCH_KEY_ENV}"
+timeout_s = 30.0
+
 [models.{MODEL_ID}-unlimited]
-provider = "bench"
+provider = "bench-free"
 model = "{UNLIMITED_MODEL}"
 tier = "cheap"
 structured_mode = "tools"
@@ -130,26 +141,51 @@ def openai_server(payload: dict[str, Any], *, in_process: bool = True) -> Iterat
         with OpenAIServer(default=ok(payload)) as server:
             yield server.base_url
         return
+    with served(payload) as server:
+        yield server.url
+
+
+@dataclass
+class Served:
+    """A loopback server in a child process: its URL, and once it stopped, what it received."""
+
+    url: str
+    requests: int = 0
+    rate_limited: int = 0
+    arrivals: list[float] = field(default_factory=list)
+    """Monotonic arrival times of the requests it answered (not 429)."""
+
+
+@contextmanager
+def served(payload: dict[str, Any], *, rpm: int | None = None) -> Iterator[Served]:
+    """An ``OpenAIServer`` answering ``ok(payload)`` in a child process (off this GIL), enforcing
+    ``rpm`` as a provider does when given (429 + retry-after); its figures are filled on exit."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     stop = context.Event()
-    process = context.Process(target=_serve, args=(payload, child, stop), daemon=True)
+    process = context.Process(target=_serve, args=(payload, child, stop, rpm), daemon=True)
     process.start()
     try:
         if not parent.poll(60):
             raise RuntimeError("the loopback server process did not start")
-        yield str(parent.recv())
+        server = Served(str(parent.recv()))
+        yield server
     finally:
         stop.set()
+        if parent.poll(30):
+            server.requests, server.rate_limited, server.arrivals = parent.recv()
         process.join(10)
 
 
-def _serve(payload: dict[str, Any], conn: Any, stop: Any) -> None:
+def _serve(payload: dict[str, Any], conn: Any, stop: Any, rpm: int | None) -> None:
     from tests.servers import OpenAIServer, ok
 
-    with OpenAIServer(default=ok(payload)) as server:
+    with OpenAIServer(default=ok(payload), rpm=rpm) as server:
         conn.send(server.base_url)
         stop.wait()
+        received = server.requests
+    answered = [r.monotonic for r in received if r.reply is None or r.reply.status != 429]
+    conn.send((len(received), len(received) - len(answered), answered))
 
 
 def open_runtime(folder: Path, catalog: str, database: str) -> Runtime:

@@ -13,7 +13,9 @@ completed, needs_review or paused, and a replay resumes the paused ones.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -35,6 +37,7 @@ from flows.inputs import (
 )
 from flows.instances import RunResult, check_workflow, interrupt, parse_input, run_workflow
 from flows.local_server import ensure_prefect_api
+from flows.running import orchestrator_down
 from flows.runtime import Runtime
 from flows.workflow import Workflow
 from steps.errors import InputError, StepLineError
@@ -48,6 +51,12 @@ __all__ = [
     "read_items",
     "run_batch",
 ]
+
+_log = logging.getLogger("stepline")
+
+BATCH_RUN_FLOW = "stepline-run"
+"""The flow of an ad hoc batch's one flow run (``stepline run`` on a folder or JSONL); a
+scheduled batch's instances run inside its own ``stepline-batch`` flow run instead."""
 
 MAX_ITEM_BYTES = MAX_INPUT_BYTES
 """The largest single input: the same for a batch item as for a single file or stdin."""
@@ -203,12 +212,19 @@ def run_batch(
     skip_seen: bool = False,
     cancel: threading.Event | None = None,
     on_outcome: Callable[[ItemOutcome], None] | None = None,
+    one_flow_run: bool | None = None,
 ) -> BatchReport:
     """Run every valid item as an instance of ``workflow``, at most ``concurrency`` at once.
 
     Items are validated first, so a bad one is reported at once and never
     becomes an instance. With ``skip_seen``, items whose bytes already have an
     instance of this workflow are skipped (a watched folder's memory).
+
+    ``one_flow_run`` (default: ``[workers] batch_flow_runs``) runs every instance inside
+    one Prefect flow run (the caller's, when it is one, as a scheduled run is; else a
+    ``stepline-run`` run), each step still a task run of it; otherwise each instance
+    is a flow run of its own, which costs Prefect about 8 API calls and caps a local
+    server at a few hundred instances a minute.
 
     A ``KeyboardInterrupt`` in the calling thread stops the batch as ``cancel``
     does; a second one stops waiting, pauses the instances still running and
@@ -244,7 +260,7 @@ def run_batch(
     in_flight: set[str] = set()  # instance ids, for a hard stop
     lock = threading.Lock()
 
-    def run_one(item: BatchItem) -> ItemOutcome:
+    def run_one(item: BatchItem, *, inline: bool = False) -> ItemOutcome:
         created: list[str] = []
 
         def on_created(instance_id: str) -> None:
@@ -263,6 +279,7 @@ def run_batch(
                 source_digest=item.digest,
                 cancel=cancel,
                 on_created=on_created,
+                inline=inline,
             )
         except StepLineError as exc:
             return ItemOutcome(item, CRASHED, instance_id=next(iter(created), None), message=exc.message)
@@ -275,39 +292,92 @@ def run_batch(
         return _outcome(item, result)
 
     queue = list(reversed(runnable))  # popped from the end: input order
-    pending: set[Future[ItemOutcome]] = set()
-    if runnable:
-        ensure_prefect_api()
-    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"batch-{workflow.name}")
-    try:
-        while queue or pending:
-            while queue and len(pending) < concurrency and not cancel.is_set():
-                pending.add(executor.submit(run_one, queue.pop()))
-            if not pending:
-                break
-            try:
-                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            except KeyboardInterrupt:  # first Ctrl-C: finish what runs, start nothing new
-                if cancel.is_set():
-                    raise  # already stopping: stop waiting
-                cancel.set()
-                continue
-            for future in done:
-                record(future.result())
-    except KeyboardInterrupt:  # second Ctrl-C: stop waiting; what still runs pauses now
-        cancel.set()
-        with lock:
-            stranded = sorted(in_flight)
-        for instance_id in stranded:
-            interrupt(runtime, instance_id)
-        executor.shutdown(wait=False, cancel_futures=True)
-        raise
-    executor.shutdown(wait=True)
+    if not runnable:
+        return report
+    ensure_prefect_api()
+    runtime.apply_prefect_settings()  # before the batch's flow run: its heartbeat setting too
+    if one_flow_run is None:
+        one_flow_run = runtime.settings.workers.batch_flow_runs == "one"
+
+    def dispatch(inline: bool) -> None:
+        """Run the queue's items ``concurrency`` at a time; Ctrl-C as said above."""
+        pending: set[Future[ItemOutcome]] = set()
+        executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"batch-{workflow.name}")
+        try:
+            while queue or pending:
+                while queue and len(pending) < concurrency and not cancel.is_set():
+                    item = queue.pop()
+                    if inline:  # each thread sees this flow run, so the steps are its task runs
+                        context = contextvars.copy_context()
+                        pending.add(executor.submit(context.run, run_one, item, inline=True))
+                    else:
+                        pending.add(executor.submit(run_one, item))
+                if not pending:
+                    break
+                try:
+                    done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:  # first Ctrl-C: finish what runs, start nothing new
+                    if cancel.is_set():
+                        raise  # already stopping: stop waiting
+                    cancel.set()
+                    continue
+                for future in done:
+                    record(future.result())
+        except KeyboardInterrupt:  # second Ctrl-C: stop waiting; what still runs pauses now
+            cancel.set()
+            with lock:
+                stranded = sorted(in_flight)
+            for instance_id in stranded:
+                interrupt(runtime, instance_id)
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        executor.shutdown(wait=True)
+
+    if one_flow_run:
+        _in_one_flow_run(workflow.name, len(runnable), dispatch)
+    else:
+        dispatch(False)
     if cancel.is_set():
         report.interrupted = True
         for item in reversed(queue):
             record(ItemOutcome(item, NOT_STARTED, message="the batch was stopped before this input"))
     return report
+
+
+def _in_one_flow_run(name: str, count: int, dispatch: Callable[[bool], None]) -> None:
+    """``dispatch(inline=True)`` inside a flow run: the caller's if it is in one, else a new one.
+
+    If Prefect cannot create the batch's flow run, the instances run as flow runs
+    of their own instead, so each one that meets the same failure pauses as
+    ``orchestrator`` and a replay resumes it, rather than the batch failing unstarted.
+    """
+    from prefect import flow
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        dispatch(True)
+        return
+    started = False
+
+    def body() -> None:
+        nonlocal started
+        started = True
+        dispatch(True)
+
+    batch = flow(
+        name=BATCH_RUN_FLOW,
+        flow_run_name=f"{name} x{count}",
+        persist_result=False,
+        validate_parameters=False,
+    )(body)
+    try:
+        batch()
+    except Exception as exc:
+        if started or not orchestrator_down(exc):
+            raise
+        _log.warning("Prefect could not start the batch's flow run (%s); one flow run per instance", exc)
+        dispatch(False)
 
 
 def _outcome(item: BatchItem, result: RunResult) -> ItemOutcome:

@@ -59,6 +59,9 @@ class Scope:
     """The step this flow run reached last (where an orchestrator failure stopped it)."""
     counts: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    inline: bool = False
+    """Run the workflow's function inside the current flow run (a batch's) rather than as a
+    flow run of its own; its steps are still task runs, of the batch's flow run."""
     guard: PiiGuard | None = None
     """For a workflow with a pii step: the instance's personal data, learned from its input and
     its pii steps' inputs and outputs, kept out of every request to a non-private model."""
@@ -159,7 +162,13 @@ def _task_for(step: Step[Any, OutT]) -> Task[..., OutT]:
 
             # Results live in Stepline's own store; Prefect's cache and result
             # persistence would only add cost per step.
-            found = task(name=step.name, cache_policy=NO_CACHE, persist_result=False)(call)
+            def run_name() -> str:  # which instance: a batch's task runs share one flow run
+                scope = SCOPE.get()
+                return f"{step.name}-{scope.instance_id[:8]}" if scope is not None else step.name
+
+            found = task(name=step.name, task_run_name=run_name, cache_policy=NO_CACHE, persist_result=False)(
+                call
+            )
             _TASKS[key] = found
     return found
 

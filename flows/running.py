@@ -45,7 +45,15 @@ from steps.routing import choose_route
 from storage.models import InstanceStatus, ReviewItem, WorkflowInstance
 from storage.store import Fence, LeaseLost, StorageError
 
-__all__ = ["RunResult", "check_workflow", "interrupt", "parse_input", "run_queued", "run_workflow"]
+__all__ = [
+    "RunResult",
+    "check_workflow",
+    "interrupt",
+    "orchestrator_down",
+    "parse_input",
+    "run_queued",
+    "run_workflow",
+]
 
 _log = logging.getLogger("stepline")
 
@@ -97,12 +105,14 @@ def run_workflow(
     source_digest: str | None = None,
     cancel: threading.Event | None = None,
     on_created: Callable[[str], None] | None = None,
+    inline: bool = False,
 ) -> RunResult:
     """Start one instance of ``workflow`` and run it until it completes or stops.
 
     ``source`` and ``source_digest`` record which batch item the input came
     from; setting ``cancel`` pauses the instance before its next step;
-    ``on_created`` hears the new instance's id before its first step.
+    ``on_created`` hears the new instance's id before its first step;
+    ``inline`` runs it inside the caller's flow run (see ``Scope.inline``).
     """
     inputs = parse_input(workflow, payload, where)
     check_workflow(workflow, runtime)
@@ -116,7 +126,7 @@ def run_workflow(
     )
     if on_created is not None:
         on_created(instance.id)
-    scope = Scope(runtime, Fence(instance.id, instance.fence), on_step=on_step, cancel=cancel)
+    scope = Scope(runtime, Fence(instance.id, instance.fence), on_step=on_step, cancel=cancel, inline=inline)
     return run_instance(workflow, inputs, runtime, scope, instance.owner)
 
 
@@ -192,7 +202,7 @@ def run_instance(
 def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, owner: str) -> RunResult:
     token = SCOPE.set(scope)
     try:
-        output = workflow.flow(inputs)
+        output = workflow.flow.fn(inputs) if scope.inline else workflow.flow(inputs)
         if not isinstance(output, workflow.output_model):
             raise DefinitionError(
                 f"workflow {workflow.name!r} returned {type(output).__name__}, "
@@ -218,7 +228,7 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
                 f"the database failed at step {step!r}: {exc}"[:1000], step=step, failure=FailureClass.STORAGE
             )
             return _stopped(workflow, runtime, scope, owner, stopped)
-        if _orchestrator_down(exc):
+        if orchestrator_down(exc):
             stopped = StepFailed(
                 f"Prefect's API failed at step {step!r}: {type(exc).__name__}: {exc}"[:1000],
                 step=step,
@@ -266,7 +276,7 @@ def _superseded(runtime: Runtime, scope: Scope, exc: BaseException) -> RunResult
     )
 
 
-def _orchestrator_down(exc: BaseException) -> bool:
+def orchestrator_down(exc: BaseException) -> bool:
     """Whether Prefect's API, not the workflow, failed: unreachable, or 429/5xx after its retries.
 
     Provider errors never get here raw (a step wraps them in ``StepFailed``), so

@@ -182,6 +182,14 @@ def run(
         bool,
         typer.Option("--new-only", help="Batch: skip inputs that already have an instance of this workflow."),
     ] = False,
+    flow_run_per_instance: Annotated[
+        bool,
+        typer.Option(
+            "--flow-run-per-instance",
+            help="Batch: a Prefect flow run for each instance, not one for the batch "
+            "([workers] batch_flow_runs); slower: a few hundred instances a minute.",
+        ),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show Prefect's and Instructor's logs.")
     ] = False,
@@ -189,7 +197,7 @@ def run(
     """Run a workflow now: one instance printed as JSON, or a batch with progress and a summary."""
     _check_text("--owner", owner)
     if _is_batch(input):
-        _run_batch(workflow, Path(input), owner, concurrency, new_only, verbose)
+        _run_batch(workflow, Path(input), owner, concurrency, new_only, verbose, flow_run_per_instance)
         return
     payload, where = _read_input(input)
     _prepare_flows(verbose)
@@ -235,7 +243,13 @@ def _check_text(option: str, value: str | None) -> None:
 
 
 def _run_batch(
-    workflow: str, source: Path, owner: str | None, concurrency: int, new_only: bool, verbose: bool
+    workflow: str,
+    source: Path,
+    owner: str | None,
+    concurrency: int,
+    new_only: bool,
+    verbose: bool,
+    per_instance: bool = False,
 ) -> None:
     from stepline.batch_view import BatchView
 
@@ -276,6 +290,7 @@ def _run_batch(
                 skip_seen=new_only,
                 cancel=cancel,
                 on_outcome=view.advance,
+                one_flow_run=False if per_instance else None,
             )
     except StepLineError as exc:
         _fail(str(exc))

@@ -14,7 +14,7 @@ import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -170,6 +170,11 @@ class WorkersConfig(_Strict):
     (about 0.9 s per instance), and the leases above already tell a dead worker's instances
     apart. Set it (30 or more) when Prefect's zombie-flow automation should mark a killed
     worker's flow runs crashed in Prefect's UI."""
+    batch_flow_runs: Literal["one", "per_instance"] = "one"
+    """A batch's instances (``stepline run`` on a folder or JSONL, a schedule's run) all run in
+    one flow run, each step a task run of it named after the step and the instance: Prefect
+    creates a flow run at a few hundred a minute on a local server, a task run costs ~5 ms.
+    ``per_instance`` gives every instance a flow run of its own in Prefect's UI."""
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> WorkersConfig:

@@ -103,6 +103,45 @@ def test_a_batch_runs_every_good_item_and_reports_each_bad_one(
     assert len(openai_server.requests) == 8  # nothing ran twice
 
 
+def test_a_batch_is_one_flow_run_whose_task_runs_are_each_instances_steps(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    """One flow run per batch (Prefect creates a few hundred flow runs a minute at most here);
+    every step still a task run of it, named after the step and its instance."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    def reply(body: dict[str, Any]) -> Reply:
+        return ok(VALID) if tool_of(body) == "Invoice" else ok({"label": "goods"})
+
+    openai_server.default = reply
+    runtime = make_runtime()
+    report = run_batch(PIPELINE, read_items(inbox(tmp_path / "in", 3)), runtime, concurrency=3)
+
+    assert report.counts() == {"completed": 3}
+    instances = runtime.store.list_instances(workflow=PIPELINE.name)
+    (flow_run_id,) = {i.flow_run_id for i in instances}
+    assert flow_run_id is not None
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
+        flow = client.read_flow(flow_run.flow_id)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    assert flow.name == "stepline-run"
+    assert flow_run.name == f"{PIPELINE.name} x3"
+    assert flow_run.state is not None
+    assert flow_run.state.is_completed()
+    steps = [step.name for step in PIPELINE.steps]
+    assert sorted(t.name for t in tasks) == sorted(f"{s}-{i.id[:8]}" for s in steps for i in instances)
+    assert all(t.state is not None and t.state.is_completed() for t in tasks)
+
+    # Asked for, each instance is a flow run of its own again.
+    run_batch(PIPELINE, read_items(inbox(tmp_path / "more", 2)), runtime, one_flow_run=False)
+    later = runtime.store.list_instances(workflow=PIPELINE.name)[:2]
+    assert len({i.flow_run_id for i in later} - {flow_run_id}) == 2
+
+
 def test_stopped_and_failed_instances_are_listed_with_what_to_do(
     make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, tmp_path: Path
 ) -> None:

@@ -1,12 +1,14 @@
 """Run one fake server in the foreground for manual trials.
 
-    python -m tests.servers openai|anthropic [--port N] [--script FILE.jsonl] [--quiet]
+    python -m tests.servers openai|anthropic [--port N] [--script FILE.jsonl] [--rpm N] [--quiet]
 
 Each non-blank script line is one reply, e.g. ``{"kind": "error", "status":
 429, "retry_after": 2}`` or ``{"kind": "ok", "payload": {...}}`` (see
 ``Reply.from_dict``); lines starting with ``#`` are comments.  Once the script
 is used up the server answers with a minimal valid instance of the requested
-tool / response schema.  Ctrl-C (SIGINT) or SIGTERM stops it.
+tool / response schema.  With ``--rpm`` it enforces a requests-per-minute limit
+as a provider would (429 with retry-after).  Ctrl-C (SIGINT) or SIGTERM stops it,
+and it prints one JSON line: requests received, answered 429, first and last arrival.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     parser.add_argument("--script", type=Path, help="JSONL file of replies to send first, in order")
     parser.add_argument("--quiet", action="store_true", help="do not log each request to stderr")
+    parser.add_argument("--rpm", type=int, help="enforce this many requests per minute (429 + retry-after)")
     args = parser.parse_args(argv)
 
     script = load_script(args.script) if args.script else []
-    server = _SERVERS[args.vendor](script=script, port=args.port, verbose=not args.quiet)
+    server = _SERVERS[args.vendor](script=script, port=args.port, verbose=not args.quiet, rpm=args.rpm)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -66,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(0.5):
             pass
         print("stopping", file=sys.stderr)
+        received = server.requests
+        limited = [r for r in received if r.reply is not None and r.reply.status == 429]
+        summary = {
+            "requests": len(received),
+            "rate_limited": len(limited),
+            "first": received[0].timestamp if received else None,
+            "last": received[-1].timestamp if received else None,
+        }
+        print(json.dumps(summary), flush=True)
     return 0
 
 

@@ -17,6 +17,7 @@ from flows.runtime import Runtime
 from steps.errors import InputError
 from tests.flows.helpers import INPUT, VALID
 from tests.flows.pipeline import PIPELINE, tool_of
+from tests.flows.test_schedules import wait_until
 from tests.servers import OpenAIServer, Reply, error, invalid_json, ok, slow
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -124,17 +125,24 @@ def test_a_batch_is_one_flow_run_whose_task_runs_are_each_instances_steps(
     instances = runtime.store.list_instances(workflow=PIPELINE.name)
     (flow_run_id,) = {i.flow_run_id for i in instances}
     assert flow_run_id is not None
+    steps = [step.name for step in PIPELINE.steps]
+    expected = sorted(f"{s}-{i.id[:8]}" for s in steps for i in instances)
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
         flow = client.read_flow(flow_run.flow_id)
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+        runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+
+        def all_completed() -> bool:
+            # Task runs reach Prefect's server as events, recorded a moment after they happen.
+            tasks = client.read_task_runs(flow_run_filter=runs)
+            done = [t.name for t in tasks if t.state is not None and t.state.is_completed()]
+            return sorted(done) == expected
+
+        wait_until(all_completed, timeout=30, what="the batch's task runs to be recorded as completed")
     assert flow.name == "stepline-run"
     assert flow_run.name == f"{PIPELINE.name} x3"
     assert flow_run.state is not None
     assert flow_run.state.is_completed()
-    steps = [step.name for step in PIPELINE.steps]
-    assert sorted(t.name for t in tasks) == sorted(f"{s}-{i.id[:8]}" for s in steps for i in instances)
-    assert all(t.state is not None and t.state.is_completed() for t in tasks)
 
     # Asked for, each instance is a flow run of its own again.
     run_batch(PIPELINE, read_items(inbox(tmp_path / "more", 2)), runtime, one_flow_run=False)

@@ -12,6 +12,9 @@ by call (the order rotates each round, after a warm-up):
   (d) Instructor inside an empty Prefect task with the task options ``run_step`` uses: what a
       typed step costs in Prefect without Stepline, the baseline of issue 17's step target.
 
+Then the same variants again with ``--concurrency`` (default 16) threads calling at once, in
+the same flow run (as a batch runs its instances), in interleaved rounds.
+
 All three run in the body of one ``@flow`` (so flow-run creation is not counted per step),
 plus (p), an empty Prefect task with the same task options ``run_step`` uses, as a reference
 for Prefect's own share. Then, separately: the cost of ``run_workflow`` for a one-step workflow
@@ -27,6 +30,7 @@ How to run:
     uv run python bench/overhead.py --calls 50 --warmup 5 --instances 10   # quick check
     uv run python bench/overhead.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
     uv run python bench/overhead.py --profile 200        # also cProfile 200 Stepline steps
+    uv run python bench/overhead.py --concurrency 0      # skip the 16-thread comparison
 
 A PostgreSQL URL gets a fresh schema (dropped afterwards); SQLite is a temporary file.
 """
@@ -34,6 +38,7 @@ A PostgreSQL URL gets a fresh schema (dropped afterwards); SQLite is a temporary
 from __future__ import annotations
 
 import argparse
+import contextvars
 import cProfile
 import functools
 import inspect
@@ -44,6 +49,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +90,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--calls", type=int, default=300, help="measured calls per variant (default 300)")
     parser.add_argument("--warmup", type=int, default=30, help="warm-up calls per variant (default 30)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        help="threads for the concurrent comparison (default 16; 0 or 1 skips it)",
+    )
+    parser.add_argument(
+        "--concurrent-rounds",
+        type=int,
+        default=10,
+        help="rounds of the concurrent comparison; each runs every variant on all threads, "
+        "4 calls per thread (default 10)",
+    )
     parser.add_argument(
         "--instances",
         type=int,
@@ -214,8 +233,37 @@ def run_benchmark(args: argparse.Namespace, runtime: Runtime, base_url: str, url
                 elapsed = (time.perf_counter() - t0) * 1000
                 if round_number >= args.warmup:
                     timings[name].append(elapsed)
+        if args.concurrency > 1:
+            concurrent_rounds()
         last.append(engine.run_step(step, document))
         return last[-1]
+
+    crowded: dict[str, list[float]] = {name: [] for name in VARIANTS}
+
+    def concurrent_rounds() -> None:
+        """Every variant on ``--concurrency`` threads at once, in this flow run (the way a
+        batch runs its instances: each thread sees the flow run, so tasks are its task runs)."""
+        per_thread = 4
+        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+            for round_number in range(args.concurrent_rounds + 1):  # round 0 warms up
+                shift = round_number % len(VARIANTS)
+                for name in VARIANTS[shift:] + VARIANTS[:shift]:
+
+                    def calls_of(variant: str) -> list[float]:
+                        spent = []
+                        for _ in range(per_thread):
+                            t0 = time.perf_counter()
+                            calls[variant]()
+                            spent.append((time.perf_counter() - t0) * 1000)
+                        return spent
+
+                    futures = [
+                        pool.submit(contextvars.copy_context().run, calls_of, name)
+                        for _ in range(args.concurrency)
+                    ]
+                    spent = [ms for future in futures for ms in future.result()]
+                    if round_number > 0:
+                        crowded[name].extend(spent)
 
     def only_stepline(count: int) -> Callable[[Document], Invoice]:
         def body(doc: Document) -> Invoice:
@@ -272,6 +320,25 @@ def run_benchmark(args: argparse.Namespace, runtime: Runtime, base_url: str, url
         f"target: at most {TARGET_OVER_TASK_MS:.0f} ms at p50 over Instructor inside an empty Prefect task: "
         f"{over_task:.2f} ms -> [bold]{'MET' if over_task <= TARGET_OVER_TASK_MS else 'MISSED'}[/]"
     )
+    if args.concurrency > 1:
+        crowded_rows: list[list[object]] = []
+        base50 = summary_ms(crowded["a"])[0]
+        for name in VARIANTS:
+            p50, p95, mean = summary_ms(crowded[name])
+            crowded_rows.append([LABELS[name], len(crowded[name]), p50, p95, mean, p50 - base50])
+        print_table(
+            f"ms per call with {args.concurrency} threads at once (same flow run, "
+            f"{args.concurrent_rounds} interleaved rounds)",
+            ["variant", "calls", "p50", "p95", "mean", "p50 added over (a)"],
+            crowded_rows,
+        )
+        over_task_16 = summary_ms(crowded["c"])[0] - summary_ms(crowded["d"])[0]
+        met = over_task_16 <= TARGET_OVER_TASK_MS
+        console.print(
+            f"target at concurrency {args.concurrency}: at most {TARGET_OVER_TASK_MS:.0f} ms at p50 over "
+            f"Instructor inside an empty Prefect task: {over_task_16:.2f} ms -> "
+            f"[bold]{'MET' if met else 'MISSED'}[/]"
+        )
 
     if args.instances > 0:
         per_instance: list[float] = []

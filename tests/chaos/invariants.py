@@ -60,6 +60,9 @@ class Verdict:
     crossed: int = 0
     """Requests a frozen worker had recorded and begun to send before it lost the instance, which
     reached the provider only after it woke (their rows are marked; their answers never applied)."""
+    cut_off: int = 0
+    """Requests whose process was killed while their body was on the wire: the server got a
+    partial body (not JSON) and answered 400, so no model saw them; their rows were written."""
     problems: list[str] = field(default_factory=list)
 
     def fail(self, message: str) -> None:
@@ -103,6 +106,13 @@ def check(
     # without a request only where the process died between writing it and sending it.
     requests: dict[tuple[str, str], list[float]] = defaultdict(list)
     for request in server.requests:
+        if not isinstance(request.body, dict):
+            declared = int(request.headers.get("content-length", "-1"))
+            if len(request.raw) < declared:  # the sender died mid-body
+                verdict.cut_off += 1
+            else:
+                verdict.fail(f"a request the server could not read: {request.raw[:80]!r}")
+            continue
         step = STEPS[str(request.body["tools"][0]["function"]["name"])]
         requests[(token_of(str(request.body["messages"])), step)].append(request.timestamp)
     rows: Counter[tuple[str, str]] = Counter()

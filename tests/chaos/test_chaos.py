@@ -229,7 +229,8 @@ def test_sigkill_and_a_frozen_worker_on_sqlite_lose_nothing(
         f"chaos, SQLite: {verdict.instances} instances in {elapsed:.0f} s through `stepline run`, "
         f"{kills} SIGKILLs and {stalls} freeze past the lease (SIGSTOP, then SIGCONT), each followed by "
         f"`stepline recover --replay` ({replayed} replays); {verdict.requests} requests, "
-        f"{verdict.attempts} attempt rows, {verdict.resent} re-sent after a crash, {verdict.crossed} "
+        f"{verdict.attempts} attempt rows, {verdict.resent} re-sent after a crash, "
+        f"{verdict.cut_off} cut off mid-body by a kill, {verdict.crossed} "
         "recorded before the freeze but sent after it (kept as superseded)"
     )
     report(f"  resume latency (recover started -> first resumed request): {percentiles(resumes)}")

@@ -7,14 +7,17 @@ What it measures, interleaved round by round in one run, on Prefect's warm local
       with one ``@task`` that makes the same tools request and parses the answer;
   (b) ``stepline run bench-invoice --input invoice.json``: the real command (its entry point,
       settings, catalog, store, routing, Instructor, the step as a Prefect task), on a one-step
-      workflow that ``bench/bench_workflow.py`` registers through ``STEPLINE_WORKFLOW_MODULES``.
+      workflow that ``bench/bench_workflow.py`` registers through ``STEPLINE_WORKFLOW_MODULES``;
+  (c) ``stepline replay <id>`` of an instance that paused at that step (the server refused its
+      key with a 401 in an untimed ``stepline run`` just before): the replay sends the step again.
 
 Each is a fresh process. The clock starts just before ``Popen`` and stops at the request's
 arrival at the server (the server's own timestamp); the process's whole run is printed too.
 (a) gets ``PREFECT_API_URL``; (b) does not, so it finds the warm local server as a user's
 command does. Both share one SQLite store file across rounds (warm, as on a user's machine).
 
-Printed: p50 / p95 seconds to first request and to exit per variant, and the ratio (b)/(a).
+Printed: p50 / max seconds to first request and to exit per variant, and the ratios (b)/(a),
+(c)/(a).
 
 How to run:
 
@@ -27,15 +30,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common import BENCH_KEY_ENV, console, print_table, start_prefect
 from common import loopback_catalog as bench_catalog
+
+if TYPE_CHECKING:
+    from tests.servers import OpenAIServer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -76,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             "STEPLINE_DATABASE_URL": f"sqlite:///{folder / 'stepline.db'}",
         }
         stepline = str(Path(sys.executable).with_name("stepline"))
+        run = [stepline, "run", "bench-invoice", "--input", str(invoice)]
         variants = {
             "(a) bare Prefect flow + task": ([sys.executable, str(HERE / "bare_flow.py")], bare_env),
-            "(b) stepline run": ([stepline, "run", "bench-invoice", "--input", str(invoice)], stepline_env),
+            "(b) stepline run": (run, stepline_env),
+            "(c) stepline replay": ([stepline, "replay", REPLAY_ID], stepline_env),
         }
         first: dict[str, list[float]] = {name: [] for name in variants}
         whole: dict[str, list[float]] = {name: [] for name in variants}
@@ -86,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             order = list(variants) if round_ % 2 else list(reversed(variants))
             for name in order:
                 command, env = variants[name]
+                if REPLAY_ID in command:  # untimed: an instance paused at its step, to replay
+                    command = [*command[:-1], paused_instance(run, env, tmp, server)]
                 seen = len(server.requests)
                 started = time.time()
                 done = subprocess.run(  # noqa: S603 (our own interpreter, entry point and arguments)
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 first[name].append(server.requests[seen].timestamp - started)
                 whole[name].append(ended - started)
-    (a, b) = variants
+    (a, b, c) = variants
     rows: list[list[object]] = []
     for name in variants:
         rows.append(
@@ -115,8 +127,27 @@ def main(argv: list[str] | None = None) -> int:
         ("variant", "first request p50", "max", "ratio p50", "exit p50"),
         rows,
     )
-    console.print(f"(b)/(a) first request: {statistics.median(first[b]) / statistics.median(first[a]):.2f}x")
+    for other in (b, c):
+        ratio = statistics.median(first[other]) / statistics.median(first[a])
+        console.print(f"{other[:3]}/(a) first request: {ratio:.2f}x (target 1.2x)")
     return 0
+
+
+REPLAY_ID = "<paused instance>"
+
+
+def paused_instance(run: list[str], env: dict[str, str], cwd: str, server: OpenAIServer) -> str:
+    """Run the workflow once with the server refusing the key: the instance pauses (auth)."""
+    from tests.servers import error
+
+    server.enqueue(error(401))
+    done = subprocess.run(  # noqa: S603 (our own entry point and arguments)
+        run, env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    found = re.search(r"instance ([0-9a-f]{32})", done.stderr + done.stdout)
+    if done.returncode == 0 or found is None:
+        raise SystemExit(f"the set-up run did not pause (exit {done.returncode}):\n{done.stderr}")
+    return found.group(1)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ class StepLineApp(App[None]):
     CSS_PATH = "stepline.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="quit", tooltip="Leave Stepline"),
+        Binding(
+            "question_mark", "toggle_help", "Help", id="help", tooltip="This screen's keys and what they do"
+        ),
     ]
 
     WARM_AFTER_S = 0.5
@@ -42,6 +45,14 @@ class StepLineApp(App[None]):
         self.push_screen(InstancesScreen(self.store))
         if self.warm:
             self.set_timer(self.WARM_AFTER_S, self._start_warming)
+
+    def action_toggle_help(self) -> None:
+        """Textual's key panel beside the screen: every key of this screen and of the focused
+        widget, with what it does; ``?`` again (or escape) closes it."""
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
 
     def _start_warming(self) -> None:
         from tui import actions

@@ -73,6 +73,13 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
             assert instances.row_count == 1
             assert instances.get_row_at(0)[2] == "needs_review"
 
+            await pilot.press("question_mark")  # this screen's keys, beside it
+            await pilot.pause()
+            assert app.screen.query("HelpPanel")
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert not app.screen.query("HelpPanel")
+
             await pilot.press("enter")
             assert isinstance(app.screen, InstanceScreen)
             attempts = app.screen.query_one("#attempts", DataTable)

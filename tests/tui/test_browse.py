@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from rich.text import Text
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Static, TabbedContent
 
 from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
@@ -86,7 +86,7 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
             assert attempts.row_count == 2
             assert "needs_review" in shown(app.screen.query_one("#summary", Static))
 
-            await pilot.press("f", "enter")  # jump to the first failed attempt, open it
+            await pilot.press("f")  # open the first failed attempt
             assert isinstance(app.screen, AttemptScreen)
             raw = shown(app.screen.query_one("#raw-output", Static))
             assert "[bold red]x[/]" in raw  # markup stays text
@@ -102,7 +102,19 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
             assert verdicts["$.total"] == "wrong_type"
             assert verdicts["$.currency"] == "ok"
 
-            await pilot.press("escape", "down", "enter")  # the re-ask's attempt
+            first = app.screen
+            await pilot.press("right_square_bracket")  # the re-ask's attempt, in this one's place
+            await pilot.pause()
+            assert isinstance(app.screen, AttemptScreen)
+            assert app.screen is not first
+            assert app.screen.query_one(TabbedContent).active == "fields"  # the same tab
+            await pilot.press("right_square_bracket")  # there is none after it
+            await pilot.pause()
+            await pilot.press("left_square_bracket", "escape")  # back to the first, back out
+            await pilot.pause()
+            assert isinstance(app.screen, InstanceScreen)
+
+            await pilot.press("down", "enter")  # the re-ask's attempt, from the list
             assert isinstance(app.screen, AttemptScreen)
             raw = shown(app.screen.query_one("#raw-output", Static))
             assert "\\x1b[31m" in raw  # control codes are spelled out, never sent

@@ -41,6 +41,22 @@ class AttemptScreen(Screen[None]):
         Binding("1", "tab('raw')", "Raw vs schema", id="tab-raw"),
         Binding("2", "tab('fields')", "Fields", id="tab-fields"),
         Binding("3", "tab('request')", "Request", id="tab-request"),
+        Binding(
+            "left_square_bracket",
+            "neighbour(-1)",
+            "Previous attempt",
+            id="previous-attempt",
+            tooltip="The instance's attempt before this one",
+            show=False,
+        ),
+        Binding(
+            "right_square_bracket",
+            "neighbour(1)",
+            "Next attempt",
+            id="next-attempt",
+            tooltip="The instance's attempt after this one",
+            show=False,
+        ),
     ]
 
     def __init__(self, store: Store, instance_id: str, attempt_id: str) -> None:
@@ -95,6 +111,21 @@ class AttemptScreen(Screen[None]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+    def action_neighbour(self, step: int) -> None:
+        """Show the instance's previous (-1) or next (1) attempt in this screen's place, on the
+        same tab, in the order the instance screen lists them."""
+        detail = self.store.instance_detail(self.instance_id)
+        ids = [a.id for a in detail.attempts] if detail else []
+        here = ids.index(self.attempt_id) if self.attempt_id in ids else -1
+        there = here + step
+        if here < 0 or not 0 <= there < len(ids):
+            self.notify("no attempt before this one" if step < 0 else "no attempt after this one")
+            return
+        tab = self.query_one(TabbedContent).active
+        following = AttemptScreen(self.store, self.instance_id, ids[there])
+        self.app.switch_screen(following)
+        following.call_after_refresh(following.action_tab, tab)
 
     @staticmethod
     def _summary(attempt: Attempt | None) -> Text:

@@ -36,7 +36,7 @@ def _sampling(sent: Any) -> str:
 class InstanceScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instances"),
-        Binding("f", "first_failure", "Failure", id="first-failure", tooltip="Jump to a failed attempt"),
+        Binding("f", "first_failure", "Failure", id="first-failure", tooltip="Open the first failed attempt"),
         Binding("R", "replay", "Replay", id="replay", tooltip="Rerun from the failed step"),
     ]
 
@@ -120,7 +120,10 @@ class InstanceScreen(Screen[None]):
         table = self.query_one("#attempts", DataTable)
         for row, attempt in enumerate(detail.attempts if detail else []):
             if attempt.failure_class:
-                table.move_cursor(row=row)
+                from tui.screens.attempt import AttemptScreen
+
+                table.move_cursor(row=row)  # where escape comes back to
+                self.app.push_screen(AttemptScreen(self.store, self.instance_id, attempt.id))
                 return
         self.notify("no failed attempt in this instance")
 

@@ -35,6 +35,7 @@ __all__ = [
     "check_against_schema",
     "diagnose",
     "pointer",
+    "value_at",
 ]
 
 
@@ -102,6 +103,17 @@ def pointer(path: str) -> str:
         return ""
     parts = [name or index for name, index in _SEGMENT.findall(path[1:])]
     return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+def value_at(data: Any, path: str) -> Any:
+    """The value at ``path`` (``$.clauses[0].heading``) in parsed JSON; ``KeyError`` if absent."""
+    value = data
+    for name, index in _SEGMENT.findall(path[1:]):
+        try:
+            value = value[int(index)] if index else value[name]
+        except (KeyError, IndexError, TypeError):
+            raise KeyError(path) from None
+    return value
 
 
 def diagnose(

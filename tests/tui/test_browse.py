@@ -94,6 +94,12 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
             assert '"title": "Invoice"' in shown(app.screen.query_one("#schema", Static))
             assert "1 validation errors" in shown(app.screen.query_one("#verdict", Static))
 
+            await pilot.press("y")  # the raw output, whole, to the clipboard
+            assert isinstance(app.screen, AttemptScreen)
+            assert app.screen.attempt is not None
+            assert app.clipboard == app.screen.attempt.raw_output
+            assert '"total": "lots"' in app.clipboard
+
             await pilot.press("2")  # the fields tab
             fields = app.screen.query_one("#field-table", DataTable)
             verdicts = {
@@ -101,6 +107,12 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
             }
             assert verdicts["$.total"] == "wrong_type"
             assert verdicts["$.currency"] == "ok"
+            assert str(fields.get_row_at(0)[0]) == "$.total"  # problems first, under the cursor
+            await pilot.press("y")  # the selected field's value
+            assert app.clipboard == "lots"
+            await pilot.press("3", "y")  # the request
+            assert "ACME GmbH invoice no. 7" in app.clipboard
+            await pilot.press("2")
 
             first = app.screen
             await pilot.press("right_square_bracket")  # the re-ask's attempt, in this one's place

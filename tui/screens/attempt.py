@@ -17,7 +17,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
-from steps.diagnose import Diagnosis, FieldStatus, diagnose
+from steps.diagnose import Diagnosis, FieldDiff, FieldStatus, diagnose, value_at
 from storage.models import Attempt
 from storage.store import Store
 from tui.literal import literal
@@ -41,6 +41,14 @@ class AttemptScreen(Screen[None]):
         Binding("1", "tab('raw')", "Raw vs schema", id="tab-raw"),
         Binding("2", "tab('fields')", "Fields", id="tab-fields"),
         Binding("3", "tab('request')", "Request", id="tab-request"),
+        Binding(
+            "y",
+            "copy",
+            "Copy",
+            id="copy",
+            tooltip="Copy the raw output (Request tab: the request; Fields: the selected field's value)",
+            show=False,
+        ),
         Binding(
             "left_square_bracket",
             "neighbour(-1)",
@@ -66,6 +74,8 @@ class AttemptScreen(Screen[None]):
         self.attempt_id = attempt_id
         self.attempt: Attempt | None = None
         self.found: Diagnosis = diagnose(None, None, None)
+        self.shown_fields: list[FieldDiff] = []
+        """The fields tab's rows, in order."""
 
     def _attempt(self) -> Attempt | None:
         detail = self.store.instance_detail(self.instance_id)
@@ -100,7 +110,8 @@ class AttemptScreen(Screen[None]):
         found = self.found
         table = self.query_one("#field-table", DataTable)
         table.add_columns("field", "verdict", "schema expects", "model returned", "error")
-        for field in sorted(found.fields, key=lambda f: f.status is FieldStatus.OK):
+        self.shown_fields = sorted(found.fields, key=lambda f: f.status is FieldStatus.OK)
+        for field in self.shown_fields:
             table.add_row(
                 literal(field.path),
                 Text(field.status.value, style=_STATUS_STYLE[field.status]),
@@ -111,6 +122,28 @@ class AttemptScreen(Screen[None]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+    def action_copy(self) -> None:
+        """Copy what the tab shows through Textual's clipboard support (the terminal's OSC 52
+        sequence: over SSH it reaches the operator's own clipboard if the terminal accepts it)."""
+        attempt = self.attempt
+        if attempt is None:
+            self.notify("this attempt is gone: nothing to copy")
+            return
+        tab = self.query_one(TabbedContent).active
+        if tab == "request":
+            text, what = json.dumps(attempt.request_messages, indent=2, ensure_ascii=False), "the request"
+        elif tab == "fields":
+            table = self.query_one("#field-table", DataTable)
+            if not self.shown_fields or table.cursor_row < 0:
+                self.notify("no field to copy")
+                return
+            field = self.shown_fields[min(table.cursor_row, len(self.shown_fields) - 1)]
+            text, what = _value_at(attempt.raw_output, field.path, field.got), field.path
+        else:
+            text, what = attempt.raw_output or "", "the raw output"
+        self.app.copy_to_clipboard(text)
+        self.notify(f"copied {what} ({len(text):,} characters)")
 
     def action_neighbour(self, step: int) -> None:
         """Show the instance's previous (-1) or next (1) attempt in this screen's place, on the
@@ -183,3 +216,13 @@ class AttemptScreen(Screen[None]):
         if attempt is None:
             return Text()
         return literal(json.dumps(attempt.request_messages, indent=2, ensure_ascii=False))
+
+
+def _value_at(raw: str | None, path: str, shown: str) -> str:
+    """The JSON value at ``path`` in the raw output, whole (a string as it is); ``shown`` (the
+    fields tab's shortened text) when the output is not JSON or has no such field."""
+    try:
+        value = value_at(json.loads(raw or ""), path)
+    except (ValueError, KeyError):
+        return shown
+    return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)

@@ -61,6 +61,10 @@ def _check_id(kind: str, value: str, listing: str) -> None:
 
 
 def _open_store() -> Any:
+    return _open_store_and_settings()[0]
+
+
+def _open_store_and_settings() -> tuple[Any, Any]:
     from stepline.errors import StepLineError
     from steps.settings import load_settings
     from storage.db import open_engine
@@ -68,7 +72,7 @@ def _open_store() -> Any:
 
     try:
         settings = load_settings()
-        return Store(open_engine(settings.database_url))
+        return Store(open_engine(settings.database_url)), settings
     except StepLineError as exc:
         _fail(str(exc))
 
@@ -975,12 +979,13 @@ def show(
 @app.command()
 def tui() -> None:
     """Open the operator's terminal UI: browse instances, open a failed attempt beside its schema."""
-    store = _open_store()
+    store, settings = _open_store_and_settings()
     from tui import actions
     from tui.app import StepLineApp
 
+    where = store.engine.url.render_as_string(hide_password=True)
     try:
-        StepLineApp(store, where=store.engine.url.render_as_string(hide_password=True), warm=True).run()
+        StepLineApp(store, where=where, warm=True, refresh_s=settings.tui.refresh_s or None).run()
     finally:
         actions.shutdown()
 

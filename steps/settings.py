@@ -186,6 +186,13 @@ class WorkersConfig(_Strict):
         return self
 
 
+class TuiConfig(_Strict):
+    """The operator's terminal UI (``[tui]``)."""
+
+    refresh_s: float = Field(default=5.0, ge=0)
+    """How often open lists and the open instance re-read the database (0: only on ``r``)."""
+
+
 class NotifyConfig(_Strict):
     """Where owners hear about paused instances and review items (Apprise URLs).
 
@@ -260,6 +267,8 @@ class Settings(BaseSettings):
     worker together (env: STEPLINE_SHARED_LIMITS); off, each process counts its own."""
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     """Leases that tell a crashed worker's instances from running ones (``[workers]``)."""
+    tui: TuiConfig = Field(default_factory=TuiConfig)
+    """The operator's terminal UI (``[tui]``)."""
     workflow_modules: tuple[str, ...] = ()
     """Python modules that register a team's own workflows (``flows.registry.register``),
     imported by every process that runs or lists them: ``stepline``, the TUI and each

@@ -34,12 +34,16 @@ class StepLineApp(App[None]):
     WARM_AFTER_S = 0.5
     """How long after mounting ``warm`` starts loading the engine (the first paint comes first)."""
 
-    def __init__(self, store: Store, *, where: str = "", warm: bool = False) -> None:
+    def __init__(
+        self, store: Store, *, where: str = "", warm: bool = False, refresh_s: float | None = None
+    ) -> None:
         super().__init__()
         self.store = store
         self.sub_title = where
         self.warm = warm
         """Load the engine in the background once up (``tui.actions.warm``): ``stepline tui`` does."""
+        self.refresh_s = refresh_s
+        """Re-read the open list or instance this often (``[tui] refresh_s``); None: only on ``r``."""
 
     def on_mount(self) -> None:
         self.push_screen(InstancesScreen(self.store))

@@ -173,6 +173,55 @@ def test_search_and_status_filter_narrow_the_list(
     asyncio.run(scenario())
 
 
+def test_lists_and_the_open_instance_refresh_on_their_own_keeping_cursor_and_filter(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """Another process moves instances on while the TUI is open: it shows it within the refresh
+    interval without a key press, the cursor stays on its instance and the filter holds."""
+    store = make_runtime().store
+    first = store.create_instance("contract-review", {"n": 1}, "ana")
+    second = store.create_instance("contract-review", {"n": 2}, "ana")
+    store.create_instance("customer-intake", {"n": 3}, "bo")
+
+    async def scenario() -> None:
+        app = StepLineApp(store, refresh_s=0.3)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            table = app.screen.query_one("#instances", DataTable)
+            await pilot.press("slash", *"workflow:contract-review", "enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert table.row_count == 2
+            await pilot.press("down")  # on the older contract, `first`
+            assert list(table.rows)[table.cursor_row].value == first.id
+
+            # Elsewhere: a new contract arrives (above the cursor) and `first` pauses.
+            newer = store.create_instance("contract-review", {"n": 4}, "ana")
+            store.create_instance("customer-intake", {"n": 5}, "bo")  # filtered out
+            store.finish_instance(
+                Fence(first.id, first.fence), InstanceStatus.PAUSED, failed_step="x", failure_class="timeout"
+            )
+            await pilot.pause(1.2)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            keys = [key.value for key in table.rows]
+            assert keys == [newer.id, second.id, first.id]  # the filter held
+            assert keys[table.cursor_row] == first.id  # the cursor moved with its instance
+            assert table.get_row(first.id)[2] == "paused"
+            assert str(app.screen.query_one("#updated", Static).content).startswith("updated ")
+
+            await pilot.press("up", "enter")  # the open instance refreshes too
+            assert isinstance(app.screen, InstanceScreen)
+            summary = app.screen.query_one("#summary", Static)
+            assert f"{second.id}  {second.status}" in shown(summary)
+            store.finish_instance(Fence(second.id, second.fence), InstanceStatus.COMPLETED, output={})
+            await pilot.pause(1.2)
+            assert f"{second.id}  completed" in shown(summary)
+
+    asyncio.run(scenario())
+
+
 def test_the_search_box_takes_field_filters_and_an_age() -> None:
     found = parse_search("workflow:contract-review failure:rate_limited since:2h acme corp")
     assert found["workflow"] == "contract-review"

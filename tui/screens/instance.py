@@ -38,6 +38,7 @@ class InstanceScreen(Screen[None]):
         Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instances"),
         Binding("f", "first_failure", "Failure", id="first-failure", tooltip="Open the first failed attempt"),
         Binding("R", "replay", "Replay", id="replay", tooltip="Rerun from the failed step"),
+        Binding("r", "reload", "Reload", id="reload", tooltip="Read the instance again", show=False),
     ]
 
     def __init__(self, store: Store, instance_id: str) -> None:
@@ -54,6 +55,17 @@ class InstanceScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one("#attempts", DataTable)
         table.add_columns("step", "#", "model", "result", "tokens", "cost $", "ms", "sampling", "routing")
+        self.refresh_detail()
+        table.focus()
+        refresh_s = getattr(self.app, "refresh_s", None)
+        if refresh_s:
+            self.set_interval(refresh_s, self._live)
+
+    def _live(self) -> None:
+        if self.app.screen is self:  # a screen above it refreshes itself
+            self.refresh_detail()
+
+    def action_reload(self) -> None:
         self.refresh_detail()
 
     def action_replay(self) -> None:
@@ -76,6 +88,8 @@ class InstanceScreen(Screen[None]):
         detail = self.store.instance_detail(self.instance_id)
         summary = self.query_one("#summary", Static)
         table = self.query_one("#attempts", DataTable)
+        keys = list(table.rows)
+        at = keys[table.cursor_row].value if 0 <= table.cursor_row < len(keys) else None
         table.clear()
         if detail is None:
             summary.update(Text(f"instance {self.instance_id} is gone"))
@@ -113,7 +127,9 @@ class InstanceScreen(Screen[None]):
                 literal(attempt.routing_reason or ""),
                 key=attempt.id,
             )
-        table.focus()
+        ids = [attempt.id for attempt in detail.attempts]
+        if at in ids:  # a refresh keeps the cursor on the attempt it was on
+            table.move_cursor(row=ids.index(at), animate=False)
 
     def action_first_failure(self) -> None:
         detail = self.store.instance_detail(self.instance_id)

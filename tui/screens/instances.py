@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -11,11 +12,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Select
+from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
 from storage.models import InstanceStatus, WorkflowInstance
 from storage.store import Store
 from tui.literal import literal
+from tui.tables import refill
 
 __all__ = ["PAGE", "InstancesScreen", "parse_search"]
 
@@ -62,7 +64,8 @@ class InstancesScreen(Screen[None]):
         self.store = store
         self.loaded = 0
         self.exhausted = False
-        self.loading = False
+        self.updated_at: float | None = None
+        """When the rows were last read (monotonic), shown as "updated N s ago" with live refresh."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -73,6 +76,7 @@ class InstancesScreen(Screen[None]):
                 prompt="any status",
                 id="status",
             )
+            yield Static("", id="updated")
         yield DataTable(id="instances", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -81,6 +85,41 @@ class InstancesScreen(Screen[None]):
         table.add_columns("id", "workflow", "status", "failed step", "failure", "created (UTC)")
         table.focus()
         self.reload()
+        refresh_s = getattr(self.app, "refresh_s", None)
+        self.query_one("#updated", Static).display = bool(refresh_s)
+        if refresh_s:
+            self.set_interval(refresh_s, self._live)
+            self.set_interval(1.0, self._show_age)
+
+    def _live(self) -> None:
+        """Re-read the rows already shown, in place: the cursor, scroll and filter stay."""
+        if self.app.screen is self:  # a screen above it refreshes itself
+            self._refetch()
+
+    @work(thread=True, exclusive=True, group="refresh", exit_on_error=False)
+    def _refetch(self) -> None:
+        filters = self._filters()
+        limit = max(self.loaded, PAGE)
+        rows = self.store.search_instances(**filters, offset=0, limit=limit)
+        self.app.call_from_thread(self._replace_rows, rows, limit, self.loaded)
+
+    def _replace_rows(self, rows: list[WorkflowInstance], limit: int, loaded: int) -> None:
+        if loaded != self.loaded:  # a reload or a page load landed meanwhile
+            return
+        table = self.query_one("#instances", DataTable)
+        refill(table, [(row.id, _cells(row)) for row in rows])
+        self.loaded = len(rows)
+        self.exhausted = len(rows) < limit
+        self._stamp()
+
+    def _stamp(self) -> None:
+        self.updated_at = time.monotonic()
+        self._show_age()
+
+    def _show_age(self) -> None:
+        if self.updated_at is not None and getattr(self.app, "refresh_s", None):
+            age = time.monotonic() - self.updated_at
+            self.query_one("#updated", Static).update(f"updated {age:.0f} s ago")
 
     def action_focus_search(self) -> None:
         self.query_one("#search", Input).focus()
@@ -144,17 +183,11 @@ class InstancesScreen(Screen[None]):
             return
         table = self.query_one("#instances", DataTable)
         for row in rows:
-            table.add_row(
-                row.id[:12],
-                literal(row.workflow),
-                row.status,
-                literal(row.failed_step or ""),
-                row.failure_class or "",
-                row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                key=row.id,
-            )
+            table.add_row(*_cells(row), key=row.id)
         self.loaded += len(rows)
         self.exhausted = len(rows) < PAGE
+        if offset == 0:
+            self._stamp()
 
     @on(DataTable.RowHighlighted, "#instances")
     def _maybe_more(self, event: DataTable.RowHighlighted) -> None:
@@ -167,3 +200,14 @@ class InstancesScreen(Screen[None]):
 
         if event.row_key.value is not None:
             self.app.push_screen(InstanceScreen(self.store, event.row_key.value))
+
+
+def _cells(row: WorkflowInstance) -> tuple[Any, ...]:
+    return (
+        row.id[:12],
+        literal(row.workflow),
+        row.status,
+        literal(row.failed_step or ""),
+        row.failure_class or "",
+        row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+    )

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Header
 
 from storage.store import Store
 from tui.literal import literal
+from tui.tables import refill
 
 __all__ = ["NotificationsScreen"]
 
@@ -20,11 +21,14 @@ __all__ = ["NotificationsScreen"]
 class NotificationsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
+        Binding("r", "reload", "Reload", id="reload", tooltip="Read the notifications again"),
     ]
 
     def __init__(self, store: Store) -> None:
         super().__init__()
         self.store = store
+        self.instance_of: dict[str, str] = {}
+        """Each notification row's instance (rows are keyed by notification)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -34,22 +38,40 @@ class NotificationsScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one("#notifications", DataTable)
         table.add_columns("sent (UTC)", "event", "instance", "target", "delivered")
-        for note in self.store.notifications():
-            table.add_row(
-                note.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                note.event,
-                note.instance_id[:12],
-                literal(note.target),
-                Text("yes", style="green")
-                if note.delivered
-                else literal(f"no: {note.error or ''}", style="red"),
-                key=note.instance_id,
-            )
+        self.action_reload()
         table.focus()
+        refresh_s = getattr(self.app, "refresh_s", None)
+        if refresh_s:
+            self.set_interval(refresh_s, self._live)
+
+    def _live(self) -> None:
+        if self.app.screen is self:
+            self.action_reload()
+
+    def action_reload(self) -> None:
+        notes = self.store.notifications()
+        self.instance_of = {note.id: note.instance_id for note in notes}
+        rows = [
+            (
+                note.id,  # an instance may have several notifications
+                (
+                    note.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    note.event,
+                    note.instance_id[:12],
+                    literal(note.target),
+                    Text("yes", style="green")
+                    if note.delivered
+                    else literal(f"no: {note.error or ''}", style="red"),
+                ),
+            )
+            for note in notes
+        ]
+        refill(self.query_one("#notifications", DataTable), rows)
 
     @on(DataTable.RowSelected, "#notifications")
     def _open(self, event: DataTable.RowSelected) -> None:
         from tui.screens.instance import InstanceScreen
 
-        if event.row_key.value is not None:
-            self.app.push_screen(InstanceScreen(self.store, event.row_key.value))
+        instance_id = self.instance_of.get(event.row_key.value or "")
+        if instance_id is not None:
+            self.app.push_screen(InstanceScreen(self.store, instance_id))

@@ -20,6 +20,7 @@ from storage.store import Store
 from tui import actions
 from tui.literal import literal
 from tui.screens.error import ActionFailed
+from tui.tables import refill
 
 __all__ = ["ReviewScreen", "ReviewsScreen"]
 
@@ -27,7 +28,7 @@ __all__ = ["ReviewScreen", "ReviewsScreen"]
 class ReviewsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
-        Binding("r", "reload", "Reload", id="reload"),
+        Binding("r", "reload", "Reload", id="reload", tooltip="Read the open reviews again"),
     ]
 
     def __init__(self, store: Store) -> None:
@@ -44,23 +45,33 @@ class ReviewsScreen(Screen[None]):
         table.add_columns("review", "instance", "step", "failure", "errors", "created (UTC)")
         self.action_reload()
         table.focus()
+        refresh_s = getattr(self.app, "refresh_s", None)
+        if refresh_s:
+            self.set_interval(refresh_s, self._live)
+
+    def _live(self) -> None:
+        if self.app.screen is self:
+            self.action_reload()
 
     def on_screen_resume(self) -> None:
         self.action_reload()
 
     def action_reload(self) -> None:
-        table = self.query_one("#reviews", DataTable)
-        table.clear()
-        for item in self.store.list_reviews(status="open", limit=1000):
-            table.add_row(
-                item.id[:12],
-                item.instance_id[:12],
-                literal(f"{item.step}[{item.index}]"),
-                item.failure_class,
-                str(len(item.validation_errors or [])),
-                item.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                key=item.id,
+        rows = [
+            (
+                item.id,
+                (
+                    item.id[:12],
+                    item.instance_id[:12],
+                    literal(f"{item.step}[{item.index}]"),
+                    item.failure_class,
+                    str(len(item.validation_errors or [])),
+                    item.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                ),
             )
+            for item in self.store.list_reviews(status="open", limit=1000)
+        ]
+        refill(self.query_one("#reviews", DataTable), rows)
 
     @on(DataTable.RowSelected, "#reviews")
     def _open(self, event: DataTable.RowSelected) -> None:

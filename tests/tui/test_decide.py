@@ -85,6 +85,11 @@ def test_a_review_is_corrected_in_place_and_approval_resumes_the_instance(
             editor.text = json.dumps({**bad, "total": "12.5"})
             await pilot.pause()
             assert "$.total: '12.5' is not of type 'number'" in shown(verdict)  # checked as typed
+            await pilot.press("ctrl+s")  # refused at once: nothing starts for it
+            await settle(app)
+            assert isinstance(app.screen, ReviewScreen)
+            assert not app.screen.deciding
+            assert runtime.store.get_review(app.screen.item.id).status == "open"  # type: ignore[union-attr]
             editor.text = json.dumps(VALID)
             await pilot.pause()
             assert shown(verdict).startswith("matches the schema")

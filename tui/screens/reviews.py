@@ -128,9 +128,7 @@ class ReviewScreen(Screen[None]):
         problems = check_against_schema(self.query_one("#editor", TextArea).text, self.item.expected_schema)
         verdict = self.query_one("#verdict", Static)
         if problems:
-            text = Text(
-                f"{len(problems)} problems (ctrl+s still asks the step's model to decide):\n", style="yellow"
-            )
+            text = Text(f"{len(problems)} problems to fix before ctrl+s can approve:\n", style="yellow")
             for problem in problems[:6]:
                 text.append_text(literal(f"  {problem}\n"))
             verdict.update(text)
@@ -140,10 +138,19 @@ class ReviewScreen(Screen[None]):
             )
 
     def action_approve(self) -> None:
+        text = self.query_one("#editor", TextArea).text
         try:
-            output = json.loads(self.query_one("#editor", TextArea).text)
+            output = json.loads(text)
         except json.JSONDecodeError as exc:
             self.notify(f"not JSON: {describe_json_error(exc)}", severity="error")
+            return
+        problems = check_against_schema(text, self.item.expected_schema)
+        if problems:  # refused here, at once: nothing is started for a correction that cannot pass
+            self.notify(
+                f"not approved: the correction breaks the schema in {len(problems)} place(s), "
+                f"first {problems[0]}",
+                severity="error",
+            )
             return
         self._decide(lambda: actions.approve(self.item.id, output, actions.operator()))
 

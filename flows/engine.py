@@ -126,7 +126,7 @@ def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
         input=inputs.model_dump(mode="json"),
         generation=scope.generation,
     )
-    sink = StoreSink(store, scope.runtime.settings.author, scope.fence, scope.generation, run)
+    sink = StoreSink(store, scope.fence, scope.generation, run)
     try:
         output = scope.runtime.executor.run(step, inputs, sink, scope.guard)
     except Superseded:

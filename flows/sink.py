@@ -11,9 +11,13 @@ from steps.runtime import AttemptRecord
 from storage.models import StepRun, StepRunStatus
 from storage.store import Fence, LeaseLost, StorageError, Store
 
-__all__ = ["StoreSink"]
+__all__ = ["CODE_AUTHOR", "StoreSink"]
 
 _log = logging.getLogger("stepline")
+
+
+CODE_AUTHOR = "code"
+"""The author of a prompt version that came from a workflow's code."""
 
 
 class StoreSink:
@@ -30,9 +34,8 @@ class StoreSink:
     if one came, only as a superseded attempt for audit.
     """
 
-    def __init__(self, store: Store, author: str, fence: Fence, generation: int, run: StepRun) -> None:
+    def __init__(self, store: Store, fence: Fence, generation: int, run: StepRun) -> None:
         self.store = store
-        self.author = author
         self.fence = fence
         self.generation = generation
         self.run = run
@@ -42,7 +45,9 @@ class StoreSink:
         self.deferred: tuple[str, dict[str, Any]] | None = None
 
     def prompt_version(self, step: str, prompt: Prompt) -> str:
-        return self.store.prompt_version(step, prompt.system, prompt.user, prompt.content_hash, self.author)
+        # A version first seen here comes from the workflow's code: an operator's edit is stored,
+        # under the operator's name, when it is saved (``stepline tui``).
+        return self.store.prompt_version(step, prompt.system, prompt.user, prompt.content_hash, CODE_AUTHOR)
 
     def attempt_started(self, record: AttemptRecord) -> str:
         attempt = {  # plain values, not an ``Attempt``: building a table model costs more than the INSERT

@@ -251,7 +251,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///stepline.db"
     """SQLAlchemy URL; ``postgresql+psycopg://...`` for a shared store (env: STEPLINE_DATABASE_URL)."""
     author: str = Field(default_factory=lambda: os.environ.get("USER", "unknown"))
-    """Recorded on new prompt versions (env: STEPLINE_AUTHOR)."""
+    """Who decides reviews from the CLI, for the record (env: STEPLINE_AUTHOR); prompt versions
+    from a workflow's code are credited to ``code``, an operator's saved edit to the operator."""
     owner: str = Field(default_factory=lambda: os.environ.get("USER", "unknown"))
     """Default owner of new workflow instances (env: STEPLINE_OWNER)."""
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)

@@ -20,9 +20,9 @@ from flows.registry import WORKFLOWS
 from flows.runtime import Runtime
 from storage.models import InstanceStatus, Notification
 from storage.store import Fence
-from tests.flows.helpers import INPUT
+from tests.flows.helpers import INPUT, VALID
 from tests.flows.pipeline import PIPELINE
-from tests.servers import OpenAIServer, invalid_json, ok
+from tests.servers import OpenAIServer, error, invalid_json, ok
 from tui.app import StepLineApp
 from tui.literal import literal
 from tui.screens.attempt import AttemptScreen
@@ -138,6 +138,37 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
 
             await pilot.press("escape", "escape")
             assert isinstance(app.screen, InstancesScreen)
+
+    asyncio.run(scenario())
+
+
+def test_a_completed_instance_shows_its_output_and_a_refused_request_its_error_body(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(WORKFLOWS, PIPELINE.name, PIPELINE)
+    openai_server.enqueue(error(503, message="The engine is currently overloaded"), ok(VALID))
+    openai_server.default = ok({"label": "goods"})
+    runtime = make_runtime()
+    done = run_workflow(PIPELINE, INPUT, runtime)
+    assert done.status is InstanceStatus.COMPLETED
+
+    async def scenario() -> None:
+        app = StepLineApp(runtime.store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            await pilot.press("enter")
+            assert isinstance(app.screen, InstanceScreen)
+            summary = shown(app.screen.query_one("#summary", Static))
+            assert 'output {"invoice": {"vendor": "Acme"' in summary
+            attempts = app.screen.query_one("#attempts", DataTable)
+            assert [str(attempts.get_row_at(n)[0]) for n in range(attempts.row_count)] == ["0", "0", "0"]
+
+            await pilot.press("f")  # the 503
+            assert isinstance(app.screen, AttemptScreen)
+            verdict = shown(app.screen.query_one("#verdict", Static))
+            assert verdict.startswith("no answer to check against the schema: unavailable: Error code: 503")
+            assert "The engine is currently overloaded" in shown(app.screen.query_one("#raw-output", Static))
 
     asyncio.run(scenario())
 

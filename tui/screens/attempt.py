@@ -89,14 +89,24 @@ class AttemptScreen(Screen[None]):
             schema,
             attempt.validation_errors if attempt else None,
         )
+        # A request the provider refused (429, 5xx, a reset) has no answer to hold against the
+        # schema: say what the provider said, and show the error body it sent.
+        unanswered = (
+            attempt is not None
+            and attempt.failure_class is not None
+            and not (attempt.raw_output or "").strip()
+        )
         yield Header()
         yield Static(self._summary(attempt), id="summary")
-        yield Static(self._verdict(found), id="verdict")
+        yield Static(self._unanswered(attempt) if unanswered else self._verdict(found), id="verdict")
         with TabbedContent(initial="raw"):
             with TabPane("Raw vs schema", id="raw"), Horizontal():
                 with VerticalScroll(classes="pane", id="raw-pane") as raw_pane:
-                    raw_pane.border_title = "raw output, as received"
-                    yield Static(self._raw(attempt, found), id="raw-output")
+                    raw_pane.border_title = (
+                        "error body, as received" if unanswered else "raw output, as received"
+                    )
+                    body = self._error_body(attempt) if unanswered else self._raw(attempt, found)
+                    yield Static(body, id="raw-output")
                 with VerticalScroll(classes="pane", id="schema-pane") as schema_pane:
                     schema_pane.border_title = "expected schema"
                     yield Static(literal(json.dumps(schema, indent=2) if schema else "(none)"), id="schema")
@@ -210,6 +220,18 @@ class AttemptScreen(Screen[None]):
             for error in found.errors:
                 text.append_text(literal(f"  {error.path}: {error.message}\n"))
         return text
+
+    @staticmethod
+    def _unanswered(attempt: Attempt | None) -> Text:
+        assert attempt is not None
+        said = (attempt.error_message or "").strip() or "no message"
+        return literal(f"no answer to check against the schema: {attempt.failure_class}: {said[:300]}")
+
+    @staticmethod
+    def _error_body(attempt: Attempt | None) -> Text:
+        if attempt is None or not (attempt.raw_response or "").strip():
+            return Text("(no body: the connection failed before the provider answered)", style="dim")
+        return literal(attempt.raw_response or "")
 
     @staticmethod
     def _request(attempt: Attempt | None) -> Text:

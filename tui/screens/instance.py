@@ -54,7 +54,9 @@ class InstanceScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#attempts", DataTable)
-        table.add_columns("step", "#", "model", "result", "tokens", "cost $", "ms", "sampling", "routing")
+        table.add_columns(
+            "gen", "step", "#", "model", "result", "tokens", "cost $", "ms", "sampling", "routing"
+        )
         self.refresh_detail()
         table.focus()
         refresh_s = getattr(self.app, "refresh_s", None)
@@ -113,9 +115,16 @@ class InstanceScreen(Screen[None]):
             lines.append("\n")
         lines.append("input ")
         lines.append_text(literal(json.dumps(inst.input, ensure_ascii=False)[:300]))
+        if inst.output is not None:
+            lines.append("\noutput ", style="green")
+            lines.append_text(literal(json.dumps(inst.output, ensure_ascii=False)[:300]))
         summary.update(lines)
+        # Attempts in the order they were made, each with the generation (the run, or the Nth
+        # replay) it belongs to: after a replay, numbering starts again at 1 in the new generation.
+        generation = {run.id: run.generation for run in detail.step_runs}
         for attempt in detail.attempts:
             table.add_row(
+                str(generation.get(attempt.step_run_id, "")),
                 literal(attempt.step),
                 str(attempt.attempt_number),
                 attempt.model_id,

@@ -169,6 +169,16 @@ def test_a_completed_instance_shows_its_output_and_a_refused_request_its_error_b
             verdict = shown(app.screen.query_one("#verdict", Static))
             assert verdict.startswith("no answer to check against the schema: unavailable: Error code: 503")
             assert "The engine is currently overloaded" in shown(app.screen.query_one("#raw-output", Static))
+            await pilot.press("2")  # an empty tab says why
+            empty = app.screen.query_one("#fields-empty", Static)
+            assert empty.display
+            assert str(empty.content).startswith("no fields: the provider sent no answer")
+
+            await pilot.press("escape", "escape", "n")  # nothing was notified: the screen says why
+            assert isinstance(app.screen, NotificationsScreen)
+            hint = app.screen.query_one("#notifications-empty", Static)
+            assert hint.display
+            assert "[notify]" in str(hint.content)
 
     asyncio.run(scenario())
 

@@ -111,6 +111,7 @@ class AttemptScreen(Screen[None]):
                     schema_pane.border_title = "expected schema"
                     yield Static(literal(json.dumps(schema, indent=2) if schema else "(none)"), id="schema")
             with TabPane("Fields", id="fields"):
+                yield Static(id="fields-empty")
                 yield DataTable(id="field-table", cursor_type="row", zebra_stripes=True)
             with TabPane("Request", id="request"), VerticalScroll():
                 yield Static(self._request(attempt), id="request-text")
@@ -120,6 +121,11 @@ class AttemptScreen(Screen[None]):
         found = self.found
         table = self.query_one("#field-table", DataTable)
         table.add_columns("field", "verdict", "schema expects", "model returned", "error")
+        empty = self.query_one("#fields-empty", Static)
+        empty.display = not found.fields
+        table.display = bool(found.fields)
+        if not found.fields:
+            empty.update(self._no_fields(self.attempt, found))
         self.shown_fields = sorted(found.fields, key=lambda f: f.status is FieldStatus.OK)
         for field in self.shown_fields:
             table.add_row(
@@ -220,6 +226,19 @@ class AttemptScreen(Screen[None]):
             for error in found.errors:
                 text.append_text(literal(f"  {error.path}: {error.message}\n"))
         return text
+
+    @staticmethod
+    def _no_fields(attempt: Attempt | None, found: Diagnosis) -> Text:
+        """Why the fields tab has no rows, and where to look instead."""
+        if attempt is None:
+            return Text("this attempt is gone")
+        if not (attempt.raw_output or "").strip():
+            return Text("no fields: the provider sent no answer (tab 1 shows what it said)")
+        if not found.parsed:
+            return Text("no fields: the answer is not JSON (tab 1 marks where parsing stopped)")
+        if attempt.schema_hash is None:
+            return Text("no fields: no schema was stored for this attempt")
+        return Text("no fields to compare: the answer holds no field the schema names (see tab 1)")
 
     @staticmethod
     def _unanswered(attempt: Attempt | None) -> Text:

@@ -9,7 +9,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header
+from textual.widgets import DataTable, Footer, Header, Static
 
 from storage.store import Store
 from tui.literal import literal
@@ -32,6 +32,13 @@ class NotificationsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Static(
+            "No notifications yet. An instance's owner is told when it pauses or needs review, "
+            "through the Apprise URLs under [notify] in the catalog (stepline.toml): with none "
+            "there, nothing is sent.",
+            id="notifications-empty",
+            markup=False,
+        )
         yield DataTable(id="notifications", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -67,6 +74,7 @@ class NotificationsScreen(Screen[None]):
             for note in notes
         ]
         refill(self.query_one("#notifications", DataTable), rows)
+        self.query_one("#notifications-empty", Static).display = not rows
 
     @on(DataTable.RowSelected, "#notifications")
     def _open(self, event: DataTable.RowSelected) -> None:

@@ -88,15 +88,16 @@ class PromptStore(StoreBase):
         self._current.pop(step, None)
         return version_id
 
-    def current_prompt(self, step: str) -> PromptVersion | None:
+    def current_prompt(self, step: str, *, fresh: bool = False) -> PromptVersion | None:
         """The version an operator chose for ``step``, if any.
 
         Read at most once a second per step: a choice made here applies at once,
         one made in another process from its next step run a second later.
+        ``fresh`` reads it now (a screen shows what is stored, not what a step used).
         """
         now = time.monotonic()
         cached = self._current.get(step)
-        if cached is not None and now - cached[0] < self.CURRENT_PROMPT_TTL_S:
+        if not fresh and cached is not None and now - cached[0] < self.CURRENT_PROMPT_TTL_S:
             return cached[1]
 
         def work(session: Session) -> PromptVersion | None:

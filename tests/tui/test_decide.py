@@ -203,6 +203,9 @@ def test_edit_a_prompt_then_replay_and_the_step_passes(
             await pilot.press("ctrl+s")
             await settle(app)
             assert isinstance(app.screen, PromptsScreen)
+            steps = app.screen.query_one("#steps", DataTable)
+            row = steps.get_row("extract-invoice")
+            assert (row[1], row[2]) == ("2", "chosen in the TUI")  # the list counts the save at once
 
             await pilot.press("escape", "enter", "R")  # the instance, replayed
             await settle(app)

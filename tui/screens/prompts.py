@@ -18,6 +18,7 @@ from storage.store import Store
 from tui import actions
 from tui.literal import literal
 from tui.screens.error import ActionFailed
+from tui.tables import refill
 
 __all__ = ["PromptScreen", "PromptsScreen"]
 
@@ -26,6 +27,7 @@ class PromptsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
         Binding("R", "replay_step", "Replay failures", id="replay-step", tooltip="Replay all stopped here"),
+        Binding("r", "reload", "Reload", id="reload", tooltip="Read the prompt versions again", show=False),
     ]
 
     def __init__(self, store: Store) -> None:
@@ -40,19 +42,36 @@ class PromptsScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one("#steps", DataTable)
         table.add_columns("step", "versions", "in use", "newest (UTC)")
+        self.action_reload()
+        table.focus()
+        refresh_s = getattr(self.app, "refresh_s", None)
+        if refresh_s:
+            self.set_interval(refresh_s, self._live)
+
+    def _live(self) -> None:
+        if self.app.screen is self:
+            self.action_reload()
+
+    def on_screen_resume(self) -> None:
+        self.action_reload()  # a version saved in the step's screen counts at once
+
+    def action_reload(self) -> None:
         versions: dict[str, list[PromptVersion]] = {}
         for version in self.store.prompt_versions():
             versions.setdefault(version.step, []).append(version)
-        for step, found in sorted(versions.items()):
-            current = self.store.current_prompt(step)
-            table.add_row(
-                literal(step),
-                str(len(found)),
-                "chosen in the TUI" if current else "from code",
-                found[0].created_at.strftime("%Y-%m-%d %H:%M"),
-                key=step,
+        rows = [
+            (
+                step,
+                (
+                    literal(step),
+                    str(len(found)),
+                    "chosen in the TUI" if self.store.current_prompt(step, fresh=True) else "from code",
+                    found[0].created_at.strftime("%Y-%m-%d %H:%M"),
+                ),
             )
-        table.focus()
+            for step, found in sorted(versions.items())
+        ]
+        refill(self.query_one("#steps", DataTable), rows)
 
     def action_replay_step(self) -> None:
         from tui.screens.replays import ReplayScreen
@@ -84,7 +103,7 @@ class PromptScreen(Screen[None]):
         self.store = store
         self.step = step
         self.versions = list(store.prompt_versions(step))
-        self.base = store.current_prompt(step) or self.versions[0]
+        self.base = store.current_prompt(step, fresh=True) or self.versions[0]
 
     def compose(self) -> ComposeResult:
         yield Header()

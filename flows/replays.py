@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -123,11 +124,18 @@ class StepReplay:
 
 
 def replay_step_failures(
-    step: str, runtime: Runtime, *, on_result: Callable[[StepReplay], None] | None = None
+    step: str,
+    runtime: Runtime,
+    *,
+    on_result: Callable[[StepReplay], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[StepReplay]:
-    """Replay every instance stopped at ``step`` (say, after its prompt was edited), one by one."""
+    """Replay every instance stopped at ``step`` (say, after its prompt was edited), one by one;
+    once ``cancel`` is set no further one starts, and those not reached stay as they were."""
     results = []
     for instance in runtime.store.stopped_at_step(step):
+        if cancel is not None and cancel.is_set():
+            break
         old = runtime.store.last_attempt_of_step(instance.id, step)
         try:
             outcome = replay(instance.id, runtime)

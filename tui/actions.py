@@ -227,13 +227,14 @@ def save_prompt(step_name: str, system: str, template: str, author: str, note: s
     return Outcome(True, f"saved as version {version[:12]}; {step_name} uses it from its next run")
 
 
-def replay_step(step: str, on_result: Any) -> Outcome:
-    """Replay every instance stopped at ``step``; ``on_result`` hears each as it ends."""
+def replay_step(step: str, on_result: Any, cancel: threading.Event | None = None) -> Outcome:
+    """Replay every instance stopped at ``step``; ``on_result`` hears each as it ends; once
+    ``cancel`` is set, no further instance starts."""
     from flows.instances import replay_step_failures
 
     try:
         with _runtime() as runtime:
-            done = replay_step_failures(step, runtime, on_result=on_result)
+            done = replay_step_failures(step, runtime, on_result=on_result, cancel=cancel)
     except Exception as exc:
         return _failed(exc)
     return Outcome(True, f"{step}: {len(done)} instance(s) replayed")

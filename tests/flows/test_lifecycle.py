@@ -312,3 +312,29 @@ def test_prefects_flow_heartbeat_stays_off_after_its_settings_are_refreshed(
 
     assert result.status is InstanceStatus.COMPLETED
     assert get_current_settings().flows.heartbeat_frequency is None
+
+
+def test_replaying_a_step_stops_between_instances_once_cancelled(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+) -> None:
+    """The TUI's step replay can be stopped: no further instance starts, and those not reached
+    stay stopped as they were (nothing is sent for them)."""
+    from flows.instances import replay_step_failures
+
+    openai_server.default = ok({"vendor": "Acme", "total": "lots", "currency": "EUR"})
+    runtime = make_runtime()
+    stopped = [run_workflow(PIPELINE, {"text": f"invoice {n}"}, runtime) for n in range(3)]
+    assert {s.status for s in stopped} == {InstanceStatus.NEEDS_REVIEW}
+
+    def answers(body: dict[str, Any]) -> Any:
+        return ok(VALID) if tool_of(body) == "Invoice" else ok({"label": "goods"})
+
+    openai_server.default = answers
+    sent = len(openai_server.requests)
+    cancel = threading.Event()
+    done = replay_step_failures("extract-invoice", runtime, on_result=lambda _: cancel.set(), cancel=cancel)
+
+    assert [r.after for r in done] == ["completed"]
+    assert len(openai_server.requests) == sent + 2  # one instance: its two steps, nothing more
+    statuses = sorted(str(runtime.store.get_instance(s.instance_id).status) for s in stopped)  # type: ignore[union-attr]
+    assert statuses == ["completed", "needs_review", "needs_review"]

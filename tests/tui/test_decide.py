@@ -24,6 +24,7 @@ from tests.servers import OpenAIServer, Reply, error, ok
 from tui import actions
 from tui.app import StepLineApp
 from tui.screens.attempt import AttemptScreen
+from tui.screens.confirm import Confirm
 from tui.screens.error import ActionFailed
 from tui.screens.instance import InstanceScreen
 from tui.screens.instances import InstancesScreen
@@ -266,7 +267,15 @@ def test_after_a_prompt_edit_every_instance_stopped_at_the_step_is_replayed_live
         app = StepLineApp(runtime.store)
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(app)
-            await pilot.press("p", "R")
+            sent = len(openai_server.requests)
+            await pilot.press("p", "R")  # asks first, with the count
+            assert isinstance(app.screen, Confirm)
+            assert "Replay the 3 instance(s) stopped at extract-invoice?" in app.screen.question
+            await pilot.press("n")  # no: nothing starts
+            await settle(app)
+            assert isinstance(app.screen, PromptsScreen)
+            assert len(openai_server.requests) == sent
+            await pilot.press("R", "y")
             assert isinstance(app.screen, ReplayScreen)
             await settle(app)
             progress = shown(app.screen.query_one("#progress", Static))

@@ -74,6 +74,7 @@ class PromptsScreen(Screen[None]):
         refill(self.query_one("#steps", DataTable), rows)
 
     def action_replay_step(self) -> None:
+        from tui.screens.confirm import Confirm
         from tui.screens.replays import ReplayScreen
 
         table = self.query_one("#steps", DataTable)
@@ -84,7 +85,18 @@ class PromptsScreen(Screen[None]):
         if not stopped:
             self.notify(f"no instance is stopped at {step}")
             return
-        self.app.push_screen(ReplayScreen(step, stopped))
+
+        def start(yes: bool | None) -> None:
+            if yes:
+                self.app.push_screen(ReplayScreen(step, stopped))
+
+        self.app.push_screen(
+            Confirm(
+                f"Replay the {stopped} instance(s) stopped at {step}? Each runs again from that step "
+                "with the step's current prompt; x stops the replays between two instances."
+            ),
+            start,
+        )
 
     @on(DataTable.RowSelected, "#steps")
     def _open(self, event: DataTable.RowSelected) -> None:

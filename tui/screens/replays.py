@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import threading
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -41,6 +42,7 @@ def raw_diff(old: str | None, new: str | None) -> Text:
 class ReplayScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
+        Binding("x", "stop", "Stop", id="stop", tooltip="Start no more replays; the rest stay stopped"),
     ]
 
     def __init__(self, step: str, total: int) -> None:
@@ -48,6 +50,13 @@ class ReplayScreen(Screen[None]):
         self.step = step
         self.total = total
         self.results: dict[str, StepReplay] = {}
+        self.cancel = threading.Event()
+        self.done = False
+
+    def action_stop(self) -> None:
+        if not self.done:
+            self.cancel.set()
+            self._progress()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -65,11 +74,14 @@ class ReplayScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="replay-step", exit_on_error=False)
     def _run(self) -> None:
-        outcome = actions.replay_step(self.step, lambda result: self.app.call_from_thread(self._add, result))
+        outcome = actions.replay_step(
+            self.step, lambda result: self.app.call_from_thread(self._add, result), cancel=self.cancel
+        )
         self.app.call_from_thread(self._finished, outcome)
 
     def _finished(self, outcome: actions.Outcome) -> None:
-        self._progress(True)
+        self.done = True
+        self._progress()
         if not outcome.ok:
             self.app.push_screen(ActionFailed("the replays stopped", outcome.message, outcome.action))
 
@@ -83,9 +95,16 @@ class ReplayScreen(Screen[None]):
         if len(self.results) == 1:
             self.query_one("#raw-diff", Static).update(raw_diff(result.old_raw, result.new_raw))
 
-    def _progress(self, done: bool = False) -> None:
+    def _progress(self) -> None:
         passed = sum(1 for r in self.results.values() if r.after == "completed")
-        state = "done" if done else "replaying…"
+        if self.done and self.cancel.is_set() and len(self.results) < self.total:
+            state = f"stopped: the other {self.total - len(self.results)} stay as they were"
+        elif self.done:
+            state = "done"
+        elif self.cancel.is_set():
+            state = "stopping after the current instance…"
+        else:
+            state = "replaying… (x stops)"
         self.query_one("#progress", Static).update(
             Text(
                 f"{self.step}: {len(self.results)}/{self.total} replayed, {state}  "

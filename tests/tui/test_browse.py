@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from rich.text import Text
@@ -52,8 +53,16 @@ def test_untrusted_text_is_shown_never_styled_or_executed() -> None:
 
 
 def test_browse_open_a_failure_and_compare_it_with_its_schema(
-    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+    make_runtime: Callable[..., Runtime],
+    openai_server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    seen = tmp_path / "seen-in-editor"
+    viewer = tmp_path / "viewer"
+    viewer.write_text(f'#!/bin/sh\ncp "$1" {seen}\n')
+    viewer.chmod(0o755)
+    monkeypatch.setenv("VISUAL", str(viewer))
     monkeypatch.setitem(WORKFLOWS, PIPELINE.name, PIPELINE)
     bad = {"vendor": HOSTILE, "total": "lots", "currency": "EUR"}
     # The answer fails validation; the re-ask comes back as raw, cut-off text with control codes.
@@ -99,6 +108,13 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
             assert app.screen.attempt is not None
             assert app.clipboard == app.screen.attempt.raw_output
             assert '"total": "lots"' in app.clipboard
+            await pilot.press("e")  # the same text, in the operator's editor
+            await pilot.pause()
+            assert seen.read_text() == app.screen.attempt.raw_output
+            monkeypatch.setenv("VISUAL", str(tmp_path / "no-such-editor"))
+            await pilot.press("e")  # an editor that cannot start is said, and the app goes on
+            await pilot.pause()
+            assert isinstance(app.screen, AttemptScreen)
 
             await pilot.press("2")  # the fields tab
             fields = app.screen.query_one("#field-table", DataTable)

@@ -61,8 +61,15 @@ async def settle(app: StepLineApp) -> None:
 
 
 def test_a_review_is_corrected_in_place_and_approval_resumes_the_instance(
-    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+    make_runtime: Callable[..., Runtime],
+    openai_server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    editor_script = tmp_path / "editor"
+    editor_script.write_text('#!/bin/sh\nsed -i \'s/"12.5"/12.5/\' "$1"\n')
+    editor_script.chmod(0o755)
+    monkeypatch.setenv("VISUAL", str(editor_script))
     bad = {"vendor": "Acme", "total": "lots", "currency": "EUR"}
     openai_server.enqueue(ok(bad), ok(bad))
     runtime = make_runtime()
@@ -86,6 +93,12 @@ def test_a_review_is_corrected_in_place_and_approval_resumes_the_instance(
             editor.text = json.dumps({**bad, "total": "12.5"})
             await pilot.pause()
             assert "$.total: '12.5' is not of type 'number'" in shown(verdict)  # checked as typed
+            await pilot.press("ctrl+o")  # the operator's $EDITOR fixes the string, read back and checked
+            await pilot.pause()
+            assert json.loads(editor.text)["total"] == 12.5
+            assert shown(verdict).startswith("matches the schema")
+            editor.text = json.dumps({**bad, "total": "12.5"})
+            await pilot.pause()
             await pilot.press("ctrl+s")  # refused at once: nothing starts for it
             await settle(app)
             assert isinstance(app.screen, ReviewScreen)
@@ -177,8 +190,15 @@ def test_replay_from_the_instance_screen(
 
 
 def test_edit_a_prompt_then_replay_and_the_step_passes(
-    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer
+    make_runtime: Callable[..., Runtime],
+    openai_server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    editor_script = tmp_path / "editor"
+    editor_script.write_text("#!/bin/sh\nprintf '\\nGive the total as a number.' >> \"$1\"\n")
+    editor_script.chmod(0o755)
+    monkeypatch.setenv("VISUAL", str(editor_script))
     openai_server.default = numbers_only_when_asked
     runtime = make_runtime()
     stopped = run_workflow(PIPELINE, INPUT, runtime)
@@ -197,8 +217,9 @@ def test_edit_a_prompt_then_replay_and_the_step_passes(
             assert isinstance(app.screen, PromptScreen)
             editor = app.screen.query_one("#template", TextArea)
             assert editor.text == "Invoice: $text"
-            editor.text = "Invoice: $text\nGive the total as a number."
+            await pilot.press("ctrl+o")  # edited in the operator's $VISUAL, read back
             await pilot.pause()
+            assert editor.text == "Invoice: $text\nGive the total as a number."
             assert "+Give the total as a number." in shown(app.screen.query_one("#diff", Static))
             app.screen.query_one("#note", Input).value = "totals came back as words"
             await pilot.press("ctrl+s")

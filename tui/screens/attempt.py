@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from steps.diagnose import Diagnosis, FieldDiff, FieldStatus, diagnose, value_at
 from storage.models import Attempt
 from storage.store import Store
+from tui.editor import EditorFailed, edit_in_editor
 from tui.literal import literal
 
 __all__ = ["AttemptScreen"]
@@ -41,6 +42,14 @@ class AttemptScreen(Screen[None]):
         Binding("1", "tab('raw')", "Raw vs schema", id="tab-raw"),
         Binding("2", "tab('fields')", "Fields", id="tab-fields"),
         Binding("3", "tab('request')", "Request", id="tab-request"),
+        Binding(
+            "e",
+            "external_view",
+            "Editor",
+            id="editor",
+            tooltip="Open what this tab shows in $VISUAL / $EDITOR (a copy: the record is not changed)",
+            show=False,
+        ),
         Binding(
             "y",
             "copy",
@@ -138,6 +147,20 @@ class AttemptScreen(Screen[None]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+    def action_external_view(self) -> None:
+        """The raw output (or the request) in the operator's editor, to search or save it."""
+        attempt = self.attempt
+        if attempt is None:
+            return
+        if self.query_one(TabbedContent).active == "request":
+            text, suffix = json.dumps(attempt.request_messages, indent=2, ensure_ascii=False), ".json"
+        else:
+            text, suffix = attempt.raw_output or attempt.raw_response or "", ".txt"
+        try:
+            edit_in_editor(self.app, text, suffix=suffix)
+        except EditorFailed as exc:
+            self.notify(str(exc), severity="error")
 
     def action_copy(self) -> None:
         """Copy what the tab shows through Textual's clipboard support (the terminal's OSC 52

@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, TextArea
 from storage.models import PromptVersion
 from storage.store import Store
 from tui import actions
+from tui.editor import EditorFailed, edit_in_editor
 from tui.literal import literal
 from tui.screens.error import ActionFailed
 from tui.tables import refill
@@ -108,6 +109,14 @@ class PromptScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back", id="back"),
         Binding("ctrl+s", "save", "Save version", id="save", tooltip="Save the edit as the step's prompt"),
+        # ctrl+o, not e: the template's text area has the focus, and e is a letter in it.
+        Binding(
+            "ctrl+o",
+            "external_edit",
+            "Editor",
+            id="editor",
+            tooltip="Edit the template in $VISUAL / $EDITOR; the diff and checks follow",
+        ),
     ]
 
     def __init__(self, store: Store, step: str) -> None:
@@ -163,6 +172,13 @@ class PromptScreen(Screen[None]):
             style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
             text.append_text(literal(line + "\n", style=style))
         self.query_one("#diff", Static).update(text or Text("no change yet", style="dim"))
+
+    def action_external_edit(self) -> None:
+        template = self.query_one("#template", TextArea)
+        try:
+            template.text = edit_in_editor(self.app, template.text)
+        except EditorFailed as exc:
+            self.notify(str(exc), severity="error")
 
     def action_save(self) -> None:
         template = self.query_one("#template", TextArea).text

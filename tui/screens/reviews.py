@@ -18,6 +18,7 @@ from steps.errors import describe_json_error
 from storage.models import ReviewItem
 from storage.store import Store
 from tui import actions
+from tui.editor import EditorFailed, edit_in_editor
 from tui.literal import literal
 from tui.screens.error import ActionFailed
 from tui.tables import refill
@@ -85,6 +86,14 @@ class ReviewScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back", id="back"),
         Binding("ctrl+s", "approve", "Approve", id="approve", tooltip="Approve the corrected output"),
         Binding("ctrl+r", "reject", "Reject", id="reject", tooltip="Reject: the instance fails"),
+        # ctrl+o, not e: the correction's text area has the focus, and e is a letter in it.
+        Binding(
+            "ctrl+o",
+            "external_edit",
+            "Editor",
+            id="editor",
+            tooltip="Edit the correction in $VISUAL / $EDITOR; it is checked as if typed",
+        ),
     ]
 
     def __init__(self, store: Store, item: ReviewItem) -> None:
@@ -136,6 +145,13 @@ class ReviewScreen(Screen[None]):
             verdict.update(
                 Text("matches the schema: ctrl+s approves and resumes the instance", style="green")
             )
+
+    def action_external_edit(self) -> None:
+        editor = self.query_one("#editor", TextArea)
+        try:
+            editor.text = edit_in_editor(self.app, editor.text, suffix=".json")  # checked as typed
+        except EditorFailed as exc:
+            self.notify(str(exc), severity="error")
 
     def action_approve(self) -> None:
         text = self.query_one("#editor", TextArea).text

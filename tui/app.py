@@ -29,6 +29,14 @@ class StepLineApp(App[None]):
         Binding(
             "question_mark", "toggle_help", "Help", id="help", tooltip="This screen's keys and what they do"
         ),
+        Binding(
+            "m",
+            "toggle_maximize",
+            "Maximize",
+            id="maximize",
+            tooltip="The focused pane or table on the whole screen; m again puts it back",
+            show=False,
+        ),
     ]
 
     WARM_AFTER_S = 0.5
@@ -57,6 +65,14 @@ class StepLineApp(App[None]):
             self.action_hide_help_panel()
         else:
             self.action_show_help_panel()
+
+    def action_toggle_maximize(self) -> None:
+        """Textual's maximize, on a key: the focused pane (raw output, schema) or table."""
+        screen = self.screen
+        if screen.maximized is not None:
+            screen.minimize()
+        elif screen.focused is not None:
+            screen.maximize(screen.focused, container=False)  # the pane itself, not its tab set
 
     def _start_warming(self) -> None:
         from tui import actions

@@ -108,6 +108,13 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
             assert app.screen.attempt is not None
             assert app.clipboard == app.screen.attempt.raw_output
             assert '"total": "lots"' in app.clipboard
+            app.screen.query_one("#raw-pane").focus()
+            await pilot.press("m")  # the raw output on the whole screen, and back
+            await pilot.pause()
+            assert app.screen.maximized is app.screen.query_one("#raw-pane")
+            await pilot.press("m")
+            await pilot.pause()
+            assert app.screen.maximized is None
             await pilot.press("e")  # the same text, in the operator's editor
             await pilot.pause()
             assert seen.read_text() == app.screen.attempt.raw_output
@@ -117,6 +124,7 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
             assert isinstance(app.screen, AttemptScreen)
 
             await pilot.press("2")  # the fields tab
+            assert app.screen.query_one(TabbedContent).active == "fields"  # even from a focused pane
             fields = app.screen.query_one("#field-table", DataTable)
             verdicts = {
                 str(fields.get_row_at(n)[0]): str(fields.get_row_at(n)[1]) for n in range(fields.row_count)

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane, Tabs
 
 from steps.diagnose import Diagnosis, FieldDiff, FieldStatus, diagnose, value_at
 from storage.models import Attempt
@@ -110,13 +110,13 @@ class AttemptScreen(Screen[None]):
         yield Static(self._unanswered(attempt) if unanswered else self._verdict(found), id="verdict")
         with TabbedContent(initial="raw"):
             with TabPane("Raw vs schema", id="raw"), Horizontal():
-                with VerticalScroll(classes="pane", id="raw-pane") as raw_pane:
+                with VerticalScroll(classes="pane", id="raw-pane", can_maximize=True) as raw_pane:
                     raw_pane.border_title = (
                         "error body, as received" if unanswered else "raw output, as received"
                     )
                     body = self._error_body(attempt) if unanswered else self._raw(attempt, found)
                     yield Static(body, id="raw-output")
-                with VerticalScroll(classes="pane", id="schema-pane") as schema_pane:
+                with VerticalScroll(classes="pane", id="schema-pane", can_maximize=True) as schema_pane:
                     schema_pane.border_title = "expected schema"
                     yield Static(literal(json.dumps(schema, indent=2) if schema else "(none)"), id="schema")
             with TabPane("Fields", id="fields"):
@@ -146,7 +146,11 @@ class AttemptScreen(Screen[None]):
             )
 
     def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        tabbed = self.query_one(TabbedContent)
+        # Focus off the pane being hidden first: Textual would move it to the next widget of
+        # that pane, and TabbedContent would switch back to it (2 did nothing from a pane).
+        tabbed.query_one(Tabs).focus()
+        tabbed.active = tab
 
     def action_external_view(self) -> None:
         """The raw output (or the request) in the operator's editor, to search or save it."""

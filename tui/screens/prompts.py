@@ -137,7 +137,7 @@ class PromptScreen(Screen[None]):
                 editing.border_title = "template (edit; $field placeholders)"
                 yield TextArea(self.base.template, id="template")
                 yield Input(placeholder="note: why this change", id="note")
-                with VerticalScroll(id="diff-pane"):
+                with VerticalScroll(id="diff-pane", can_maximize=True):
                     yield Static(id="diff")
         yield Footer()
 

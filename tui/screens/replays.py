@@ -62,7 +62,7 @@ class ReplayScreen(Screen[None]):
         yield Header()
         yield Static(id="progress")
         yield DataTable(id="replays", cursor_type="row", zebra_stripes=True)
-        with VerticalScroll(id="diff-pane", classes="pane") as pane:
+        with VerticalScroll(id="diff-pane", classes="pane", can_maximize=True) as pane:
             pane.border_title = "raw output: before -> after"
             yield Static(id="raw-diff")
         yield Footer()

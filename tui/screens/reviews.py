@@ -113,7 +113,7 @@ class ReviewScreen(Screen[None]):
             id="summary",
         )
         with Horizontal():
-            with VerticalScroll(classes="pane") as raw:
+            with VerticalScroll(classes="pane", can_maximize=True) as raw:
                 raw.border_title = "raw output, as received"
                 yield Static(literal(item.raw_output or "(none)"), id="raw-output")
             editor = TextArea(self._starting_text(), language="json", id="editor", classes="pane")

@@ -1,12 +1,15 @@
-"""Refilling a table in place, as live refresh does: the operator's cursor and scroll stay put."""
+"""Live refresh: a screen re-reads on a timer, and refills its table in place so that the
+operator's cursor and scroll stay put."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from textual.screen import Screen
 from textual.widgets import DataTable
 
-__all__ = ["Row", "refill"]
+__all__ = ["Row", "refill", "refresh_while_shown"]
 
 Row = tuple[str, Sequence[object]]
 """A row's key (an id) and its cells, in the table's column order."""
@@ -33,3 +36,18 @@ def refill(table: DataTable[object], rows: Sequence[Row]) -> None:
     if at in keys:
         table.move_cursor(row=keys.index(at), animate=False, scroll=False)
     table.scroll_to(y=scroll, animate=False)
+
+
+def refresh_while_shown(screen: Screen[Any], reload: Callable[[], object]) -> bool:
+    """Call ``reload`` every ``[tui] refresh_s`` seconds (the app's ``refresh_s``) while
+    ``screen`` is in front: a screen above it refreshes itself. False when refresh is off."""
+    refresh_s = getattr(screen.app, "refresh_s", None)
+    if not refresh_s:
+        return False
+
+    def tick() -> None:
+        if screen.app.screen is screen:
+            reload()
+
+    screen.set_interval(refresh_s, tick)
+    return True

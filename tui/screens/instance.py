@@ -18,6 +18,7 @@ from storage.store import Store
 from tui import actions
 from tui.literal import literal
 from tui.screens.error import ActionFailed
+from tui.tables import refresh_while_shown
 
 __all__ = ["InstanceScreen"]
 
@@ -59,13 +60,7 @@ class InstanceScreen(Screen[None]):
         )
         self.refresh_detail()
         table.focus()
-        refresh_s = getattr(self.app, "refresh_s", None)
-        if refresh_s:
-            self.set_interval(refresh_s, self._live)
-
-    def _live(self) -> None:
-        if self.app.screen is self:  # a screen above it refreshes itself
-            self.refresh_detail()
+        refresh_while_shown(self, self.refresh_detail)
 
     def action_reload(self) -> None:
         self.refresh_detail()

@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 from storage.models import InstanceStatus, WorkflowInstance
 from storage.store import Store
 from tui.literal import literal
-from tui.tables import refill
+from tui.tables import refill, refresh_while_shown
 
 __all__ = ["PAGE", "InstancesScreen", "parse_search"]
 
@@ -65,6 +65,8 @@ class InstancesScreen(Screen[None]):
         self.loaded = 0
         self.exhausted = False
         self.updated_at: float | None = None
+        self.live = False
+        """Whether it re-reads on its own (``[tui] refresh_s``)."""
         """When the rows were last read (monotonic), shown as "updated N s ago" with live refresh."""
 
     def compose(self) -> ComposeResult:
@@ -85,19 +87,14 @@ class InstancesScreen(Screen[None]):
         table.add_columns("id", "workflow", "status", "failed step", "failure", "created (UTC)")
         table.focus()
         self.reload()
-        refresh_s = getattr(self.app, "refresh_s", None)
-        self.query_one("#updated", Static).display = bool(refresh_s)
-        if refresh_s:
-            self.set_interval(refresh_s, self._live)
+        self.live = refresh_while_shown(self, self._refetch)
+        self.query_one("#updated", Static).display = self.live
+        if self.live:
             self.set_interval(1.0, self._show_age)
-
-    def _live(self) -> None:
-        """Re-read the rows already shown, in place: the cursor, scroll and filter stay."""
-        if self.app.screen is self:  # a screen above it refreshes itself
-            self._refetch()
 
     @work(thread=True, exclusive=True, group="refresh", exit_on_error=False)
     def _refetch(self) -> None:
+        """Re-read the rows already shown, in place: the cursor, scroll and filter stay."""
         filters = self._filters()
         limit = max(self.loaded, PAGE)
         rows = self.store.search_instances(**filters, offset=0, limit=limit)
@@ -117,7 +114,7 @@ class InstancesScreen(Screen[None]):
         self._show_age()
 
     def _show_age(self) -> None:
-        if self.updated_at is not None and getattr(self.app, "refresh_s", None):
+        if self.updated_at is not None and self.live:
             age = time.monotonic() - self.updated_at
             self.query_one("#updated", Static).update(f"updated {age:.0f} s ago")
 

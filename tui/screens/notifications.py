@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from storage.store import Store
 from tui.literal import literal
-from tui.tables import refill
+from tui.tables import refill, refresh_while_shown
 
 __all__ = ["NotificationsScreen"]
 
@@ -47,13 +47,7 @@ class NotificationsScreen(Screen[None]):
         table.add_columns("sent (UTC)", "event", "instance", "target", "delivered")
         self.action_reload()
         table.focus()
-        refresh_s = getattr(self.app, "refresh_s", None)
-        if refresh_s:
-            self.set_interval(refresh_s, self._live)
-
-    def _live(self) -> None:
-        if self.app.screen is self:
-            self.action_reload()
+        refresh_while_shown(self, self.action_reload)
 
     def action_reload(self) -> None:
         notes = self.store.notifications()

@@ -19,7 +19,7 @@ from tui import actions
 from tui.editor import EditorFailed, edit_in_editor
 from tui.literal import literal
 from tui.screens.error import ActionFailed
-from tui.tables import refill
+from tui.tables import refill, refresh_while_shown
 
 __all__ = ["PromptScreen", "PromptsScreen"]
 
@@ -45,13 +45,7 @@ class PromptsScreen(Screen[None]):
         table.add_columns("step", "versions", "in use", "newest (UTC)")
         self.action_reload()
         table.focus()
-        refresh_s = getattr(self.app, "refresh_s", None)
-        if refresh_s:
-            self.set_interval(refresh_s, self._live)
-
-    def _live(self) -> None:
-        if self.app.screen is self:
-            self.action_reload()
+        refresh_while_shown(self, self.action_reload)
 
     def on_screen_resume(self) -> None:
         self.action_reload()  # a version saved in the step's screen counts at once

@@ -21,7 +21,7 @@ from tui import actions
 from tui.editor import EditorFailed, edit_in_editor
 from tui.literal import literal
 from tui.screens.error import ActionFailed
-from tui.tables import refill
+from tui.tables import refill, refresh_while_shown
 
 __all__ = ["ReviewScreen", "ReviewsScreen"]
 
@@ -46,13 +46,7 @@ class ReviewsScreen(Screen[None]):
         table.add_columns("review", "instance", "step", "failure", "errors", "created (UTC)")
         self.action_reload()
         table.focus()
-        refresh_s = getattr(self.app, "refresh_s", None)
-        if refresh_s:
-            self.set_interval(refresh_s, self._live)
-
-    def _live(self) -> None:
-        if self.app.screen is self:
-            self.action_reload()
+        refresh_while_shown(self, self.action_reload)
 
     def on_screen_resume(self) -> None:
         self.action_reload()

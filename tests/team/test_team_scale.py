@@ -77,25 +77,18 @@ class Team:
         self.env = env
 
     def script(self, action: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(ROOT / "deploy" / "team.sh"), action],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=400,
-            check=False,
-        )
+        return self._run(["bash", str(ROOT / "deploy" / "team.sh"), action], ROOT, 400)
 
     def stepline(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return self._run([sys.executable, "-m", "stepline", *args], self.folder, timeout)
+
+    def python(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """This interpreter in the project root, with the operator's environment."""
+        return self._run([sys.executable, *args], ROOT, timeout)
+
+    def _run(self, argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "stepline", *args],
-            cwd=self.folder,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+            argv, cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
 
     def pid(self, name: str) -> int:
@@ -233,15 +226,7 @@ def operator_reads(operator: Team, store: Store) -> str:
 
     # The TUI runs in a process of its own, as an operator's would: in this one, its painting
     # would hold the loopback provider's threads and bunch the arrival times the limit is judged by.
-    browsed = subprocess.run(
-        [sys.executable, "-c", BROWSE, operator.env["STEPLINE_DATABASE_URL"]],
-        cwd=ROOT,
-        env=operator.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    browsed = operator.python("-c", BROWSE, operator.env["STEPLINE_DATABASE_URL"])
     assert browsed.returncode == 0, browsed.stderr[-3000:]
     painted = int(browsed.stdout.strip().splitlines()[-1])
     return (

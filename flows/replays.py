@@ -37,8 +37,10 @@ def replay(
     *,
     from_step: str | None = None,
     on_step: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunResult:
-    """Rerun an instance from its failed step (or ``from_step``), reusing known outputs."""
+    """Rerun an instance from its failed step (or ``from_step``), reusing known outputs; once
+    ``cancel`` is set, the instance pauses before its next step (and can be replayed again)."""
     instance = instance_by_prefix(runtime, instance_id)
     workflow = get_workflow(instance.workflow)
     if from_step is not None:
@@ -59,7 +61,14 @@ def replay(
     except StorageError as exc:  # claimed: never leave it looking "running"
         _pause_unstarted(runtime, claim.fence, workflow.steps[0].name, exc)
         raise
-    scope = Scope(runtime, claim.fence, generation=claim.generation, reusable=reusable, on_step=on_step)
+    scope = Scope(
+        runtime,
+        claim.fence,
+        generation=claim.generation,
+        reusable=reusable,
+        on_step=on_step,
+        cancel=cancel,
+    )
     return run_instance(workflow, inputs, runtime, scope, instance.owner)
 
 

@@ -6,6 +6,8 @@ needs_review ──reject───> failed
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,9 +30,18 @@ class ReviewError(StepLineError):
 
 
 def approve_review(
-    review_id: str, output: Any, runtime: Runtime, *, by: str, note: str | None = None
+    review_id: str,
+    output: Any,
+    runtime: Runtime,
+    *,
+    by: str,
+    note: str | None = None,
+    on_step: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunResult:
-    """Accept a corrected output (validated like the model's) and resume the instance after it."""
+    """Accept a corrected output (validated like the model's) and resume the instance after it;
+    ``on_step`` hears each step as it starts, and once ``cancel`` is set the instance pauses
+    before its next step (the approval stands; a replay goes on from there)."""
     item = _open_review(runtime, review_id)
     instance = instance_by_prefix(runtime, item.instance_id)
     step = _step_of(get_workflow(instance.workflow), item.step)
@@ -44,7 +55,7 @@ def approve_review(
     dumped = corrected.model_dump(mode="json")
     if not runtime.store.decide_review(item.id, ReviewStatus.APPROVED, by=by, output=dumped, note=note):
         raise ReviewError(_decided_elsewhere(runtime, item))
-    return replay(instance.id, runtime)
+    return replay(instance.id, runtime, on_step=on_step, cancel=cancel)
 
 
 def reject_review(review_id: str, runtime: Runtime, *, by: str, note: str | None = None) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "Outcome",
     "approve",
+    "describe_failure",
     "operator",
     "reject",
     "replay",
@@ -43,13 +44,15 @@ def operator() -> str:
 class Outcome:
     """What happened, in one line, whether it went well, and if not what the operator can do."""
 
-    def __init__(self, ok: bool, message: str, action: str = "") -> None:
+    def __init__(self, ok: bool, message: str, action: str = "", *, interrupted: bool = False) -> None:
         self.ok = ok
         self.message = message
         self.action = action
+        self.interrupted = interrupted
+        """Paused before a step because the operator asked (``x``): said, not shown as a failure."""
 
 
-def _failed(exc: BaseException) -> Outcome:
+def describe_failure(exc: BaseException) -> Outcome:
     """Any failure of an action as an ``Outcome``: the TUI shows it and never quits over it."""
     from stepline.errors import StepLineError
     from steps.errors import StepFailed
@@ -169,17 +172,25 @@ def _describe(result: Any) -> Outcome:
         f"instance {result.instance_id[:12]} {result.status.value} at {result.failed_step}: "
         f"{result.failure_class}: {result.error or ''}".rstrip(": "),
         failure.behaviour.action.replace("<id>", result.instance_id[:12]),
+        interrupted=failure is FailureClass.INTERRUPTED,
     )
 
 
-def approve(review_id: str, output: Any, by: str) -> Outcome:
+def approve(
+    review_id: str, output: Any, by: str, on_step: Any = None, cancel: threading.Event | None = None
+) -> Outcome:
+    """Approve, then resume the instance: ``on_step`` hears each step as it starts; once
+    ``cancel`` is set it pauses before its next step."""
     from flows.instances import approve_review
 
     try:
         with _runtime() as runtime:
-            return _describe(approve_review(review_id, output, runtime, by=by, note="approved in the TUI"))
+            result = approve_review(
+                review_id, output, runtime, by=by, note="approved in the TUI", on_step=on_step, cancel=cancel
+            )
+            return _describe(result)
     except Exception as exc:
-        return _failed(exc)
+        return describe_failure(exc)
 
 
 def reject(review_id: str, by: str) -> Outcome:
@@ -189,18 +200,20 @@ def reject(review_id: str, by: str) -> Outcome:
         with _runtime() as runtime:
             reject_review(review_id, runtime, by=by, note="rejected in the TUI")
     except Exception as exc:
-        return _failed(exc)
+        return describe_failure(exc)
     return Outcome(True, f"review {review_id[:12]} rejected; the instance is failed")
 
 
-def replay(instance_id: str) -> Outcome:
+def replay(instance_id: str, on_step: Any = None, cancel: threading.Event | None = None) -> Outcome:
+    """Rerun from the failed step: ``on_step`` hears each step as it starts; once ``cancel`` is
+    set the instance pauses before its next step."""
     from flows.instances import replay as replay_instance
 
     try:
         with _runtime() as runtime:
-            return _describe(replay_instance(instance_id, runtime))
+            return _describe(replay_instance(instance_id, runtime, on_step=on_step, cancel=cancel))
     except Exception as exc:
-        return _failed(exc)
+        return describe_failure(exc)
 
 
 def save_prompt(step_name: str, system: str, template: str, author: str, note: str | None) -> Outcome:
@@ -222,7 +235,7 @@ def save_prompt(step_name: str, system: str, template: str, author: str, note: s
                 step_name, system, template, prompt.content_hash, author, note
             )
     except Exception as exc:
-        outcome = _failed(exc)
+        outcome = describe_failure(exc)
         return Outcome(False, f"{outcome.message}; nothing saved", outcome.action)
     return Outcome(True, f"saved as version {version[:12]}; {step_name} uses it from its next run")
 
@@ -236,5 +249,5 @@ def replay_step(step: str, on_result: Any, cancel: threading.Event | None = None
         with _runtime() as runtime:
             done = replay_step_failures(step, runtime, on_result=on_result, cancel=cancel)
     except Exception as exc:
-        return _failed(exc)
+        return describe_failure(exc)
     return Outcome(True, f"{step}: {len(done)} instance(s) replayed")

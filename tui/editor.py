@@ -15,7 +15,7 @@ from pathlib import Path
 
 from textual.app import App, SuspendNotSupported
 
-__all__ = ["EditorFailed", "edit_in_editor"]
+__all__ = ["EditorFailed", "edit_in_editor", "edit_or_say"]
 
 
 class EditorFailed(Exception):
@@ -46,6 +46,22 @@ def edit_in_editor(app: App[object], text: str, *, suffix: str = ".txt") -> str:
                 ) from None
         if done.returncode != 0:
             raise EditorFailed(f"the editor {command[0]!r} exited with {done.returncode}; nothing changed")
-        return path.read_text(encoding="utf-8")
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EditorFailed(f"could not read back what the editor saved: {exc}; nothing changed") from None
     finally:
         path.unlink(missing_ok=True)
+
+
+def edit_or_say(app: App[object], text: str, *, suffix: str = ".txt") -> str | None:
+    """``edit_in_editor``, with a failure shown in the action-failed modal (None: unchanged)."""
+    from tui.screens.error import ActionFailed
+
+    try:
+        return edit_in_editor(app, text, suffix=suffix)
+    except EditorFailed as exc:
+        app.push_screen(
+            ActionFailed("the editor did not run", str(exc), "set $VISUAL or $EDITOR to an editor")
+        )
+        return None

@@ -27,6 +27,7 @@ from tests.servers import OpenAIServer, error, invalid_json, ok
 from tui.app import StepLineApp
 from tui.literal import literal
 from tui.screens.attempt import AttemptScreen
+from tui.screens.error import ActionFailed
 from tui.screens.instance import InstanceScreen
 from tui.screens.instances import InstancesScreen, parse_search
 from tui.screens.notifications import NotificationsScreen
@@ -121,6 +122,9 @@ def test_browse_open_a_failure_and_compare_it_with_its_schema(
             monkeypatch.setenv("VISUAL", str(tmp_path / "no-such-editor"))
             await pilot.press("e")  # an editor that cannot start is said, and the app goes on
             await pilot.pause()
+            assert isinstance(app.screen, ActionFailed)
+            assert "no-such-editor" in app.screen.message
+            await pilot.press("escape")
             assert isinstance(app.screen, AttemptScreen)
 
             await pilot.press("2")  # the fields tab
@@ -279,10 +283,11 @@ def test_lists_and_the_open_instance_refresh_on_their_own_keeping_cursor_and_fil
             await pilot.press("up", "enter")  # the open instance refreshes too
             assert isinstance(app.screen, InstanceScreen)
             summary = app.screen.query_one("#summary", Static)
-            assert f"{second.id}  {second.status}" in shown(summary)
+            assert shown(summary).startswith(f"contract-review  {second.status}  ")
+            assert second.id in shown(summary)
             store.finish_instance(Fence(second.id, second.fence), InstanceStatus.COMPLETED, output={})
             await pilot.pause(1.2)
-            assert f"{second.id}  completed" in shown(summary)
+            assert shown(summary).startswith("contract-review  completed  ")
 
     asyncio.run(scenario())
 
@@ -343,7 +348,7 @@ def test_field_filters_notifications_and_the_command_palette(
             assert isinstance(app.screen, NotificationsScreen)
             row = app.screen.query_one("#notifications", DataTable).get_row_at(0)
             assert row[1] == "paused"
-            assert str(row[4]) == "no: refused"
+            assert str(row[3]) == "no: refused"
             await pilot.press("enter")  # to the instance it was about
             assert isinstance(app.screen, InstanceScreen)
             assert app.screen.instance_id == busy.id

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect import flow
 from rich.text import Text
 from textual.widgets import DataTable, Input, Static, TextArea
 
+from flows.engine import run_step
 from flows.instances import run_workflow
 from flows.registry import WORKFLOWS
 from flows.runtime import Runtime
+from flows.workflow import Workflow
 from steps.definition import Prompt
 from steps.routing import choose_route
 from storage.models import InstanceStatus
-from tests.flows.helpers import INPUT, VALID
-from tests.flows.pipeline import PIPELINE, tool_of
-from tests.servers import OpenAIServer, Reply, error, ok
+from tests.flows.helpers import INPUT, VALID, Document
+from tests.flows.pipeline import PIPELINE, Filed, tool_of
+from tests.servers import OpenAIServer, Reply, error, ok, slow
 from tui import actions
 from tui.app import StepLineApp
+from tui.progress import ActionProgress
 from tui.screens.attempt import AttemptScreen
 from tui.screens.confirm import Confirm
 from tui.screens.error import ActionFailed
@@ -221,6 +226,13 @@ def test_edit_a_prompt_then_replay_and_the_step_passes(
             await pilot.pause()
             assert editor.text == "Invoice: $text\nGive the total as a number."
             assert "+Give the total as a number." in shown(app.screen.query_one("#diff", Static))
+            system = app.screen.query_one("#system", TextArea)  # the system prompt is editable too
+            assert system.text == PIPELINE.steps[0].prompt.system
+            system.text = "You file invoices for ACME's accounts team."
+            await pilot.pause()
+            diff = shown(app.screen.query_one("#diff", Static))
+            assert "+You file invoices for ACME's accounts team." in diff
+            assert "+Give the total as a number." in diff
             app.screen.query_one("#note", Input).value = "totals came back as words"
             await pilot.press("ctrl+s")
             await settle(app)
@@ -244,6 +256,10 @@ def test_edit_a_prompt_then_replay_and_the_step_passes(
     last_extract = [a for a in detail.attempts if a.step == "extract-invoice"][-1]
     assert last_extract.prompt_version_id == chosen.id
     assert last_extract.failure_class is None
+    assert chosen.system == "You file invoices for ACME's accounts team."
+    sent = openai_server.requests[-2].body["messages"]  # the replayed extract, as the server got it
+    assert sent[0] == {"role": "system", "content": "You file invoices for ACME's accounts team."}
+    assert sent[1]["content"].endswith("Give the total as a number.")
 
 
 def test_a_prompt_with_an_unknown_placeholder_is_refused_and_nothing_saved(
@@ -347,3 +363,71 @@ def test_a_failed_action_shows_what_happened_and_what_to_do_and_the_app_stays_op
             assert app.is_running
 
     asyncio.run(scenario())
+
+
+def three_steps() -> Workflow:
+    """The pipeline with a third step, so that a run can be stopped between two steps."""
+    extract, categorize = PIPELINE.steps
+    recheck = dataclasses.replace(categorize, name="recheck")
+
+    @flow(name="file-invoice-3")
+    def file_invoice_3(document: Document) -> Filed:
+        invoice = run_step(extract, document)
+        category = run_step(categorize, invoice)
+        run_step(recheck, invoice)
+        return Filed(invoice=invoice, category=category)
+
+    return Workflow(
+        name="file-invoice-3",
+        description="three steps",
+        flow=file_invoice_3,
+        input_model=Document,
+        output_model=Filed,
+        steps=(extract, categorize, recheck),
+    )
+
+
+def test_an_approval_shows_each_step_as_it_runs_and_x_pauses_before_the_next(
+    make_runtime: Callable[..., Runtime], openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workflow = three_steps()
+    monkeypatch.setitem(WORKFLOWS, workflow.name, workflow)
+    bad = {"vendor": "Acme", "total": "lots", "currency": "EUR"}
+    openai_server.enqueue(ok(bad), ok(bad), slow(2.0, ok({"label": "goods"})))
+    openai_server.default = ok({"label": "goods"})
+    runtime = make_runtime()
+    stopped = run_workflow(workflow, INPUT, runtime)
+    assert stopped.status is InstanceStatus.NEEDS_REVIEW
+
+    async def scenario() -> None:
+        app = StepLineApp(runtime.store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app)
+            await pilot.press("v", "enter")
+            app.screen.query_one("#editor", TextArea).text = json.dumps(VALID)
+            await pilot.press("ctrl+s")
+            progress = app.screen.query_one("#progress", ActionProgress)
+            for _ in range(200):  # the categorize request is held 2 s by the server
+                await asyncio.sleep(0.05)
+                if "running categorize" in shown(progress):
+                    break
+            assert "running categorize" in shown(progress)
+            assert "x pauses it before its next step" in shown(progress)
+            await pilot.press("x")
+            assert "stopping before the next step" in shown(progress)
+            await settle(app)
+            assert isinstance(app.screen, ReviewsScreen)  # decided; the stop was asked for: no modal
+
+    asyncio.run(scenario())
+    instance = runtime.store.get_instance(stopped.instance_id)
+    assert instance is not None
+    assert (instance.status, instance.failed_step, instance.failure_class) == (
+        "paused",
+        "recheck",
+        "interrupted",
+    )
+    assert [tool_of(r.body) for r in openai_server.requests] == [
+        "Invoice",
+        "Invoice",
+        "Category",
+    ]  # at the wire

@@ -20,8 +20,10 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from steps.diagnose import Diagnosis, FieldDiff, FieldStatus, diagnose, value_at
 from storage.models import Attempt
 from storage.store import Store
-from tui.editor import EditorFailed, edit_in_editor
+from tui.editor import edit_or_say
+from tui.fold import FOLD_BINDING, Fold
 from tui.literal import literal
+from tui.screens.error import guarded
 
 __all__ = ["AttemptScreen"]
 
@@ -74,6 +76,7 @@ class AttemptScreen(Screen[None]):
             tooltip="The instance's attempt after this one",
             show=False,
         ),
+        FOLD_BINDING,
     ]
 
     def __init__(self, store: Store, instance_id: str, attempt_id: str) -> None:
@@ -81,7 +84,10 @@ class AttemptScreen(Screen[None]):
         self.store = store
         self.instance_id = instance_id
         self.attempt_id = attempt_id
-        self.attempt: Attempt | None = None
+        # Read here, not in compose: a failed read is then the opening key's failure, shown in
+        # its modal, instead of an exception in compose that would end the app.
+        self.attempt: Attempt | None = self._attempt()
+        self.schema = store.schema(self.attempt.schema_hash) if self.attempt else None
         self.found: Diagnosis = diagnose(None, None, None)
         self.shown_fields: list[FieldDiff] = []
         """The fields tab's rows, in order."""
@@ -91,8 +97,7 @@ class AttemptScreen(Screen[None]):
         return next((a for a in detail.attempts if a.id == self.attempt_id), None) if detail else None
 
     def compose(self) -> ComposeResult:
-        attempt = self.attempt = self._attempt()
-        schema = self.store.schema(attempt.schema_hash) if attempt else None
+        attempt, schema = self.attempt, self.schema
         found = self.found = diagnose(
             attempt.raw_output if attempt else None,
             schema,
@@ -106,7 +111,7 @@ class AttemptScreen(Screen[None]):
             and not (attempt.raw_output or "").strip()
         )
         yield Header()
-        yield Static(self._summary(attempt), id="summary")
+        yield Fold(self._summary(attempt), lines=2, id="summary")
         yield Static(self._unanswered(attempt) if unanswered else self._verdict(found), id="verdict")
         with TabbedContent(initial="raw"):
             with TabPane("Raw vs schema", id="raw"), Horizontal():
@@ -152,6 +157,10 @@ class AttemptScreen(Screen[None]):
         tabbed.query_one(Tabs).focus()
         tabbed.active = tab
 
+    def action_toggle_fold(self) -> None:
+        self.query_one("#summary", Fold).toggle()
+
+    @guarded("the editor did not run")
     def action_external_view(self) -> None:
         """The raw output (or the request) in the operator's editor, to search or save it."""
         attempt = self.attempt
@@ -161,11 +170,9 @@ class AttemptScreen(Screen[None]):
             text, suffix = json.dumps(attempt.request_messages, indent=2, ensure_ascii=False), ".json"
         else:
             text, suffix = attempt.raw_output or attempt.raw_response or "", ".txt"
-        try:
-            edit_in_editor(self.app, text, suffix=suffix)
-        except EditorFailed as exc:
-            self.notify(str(exc), severity="error")
+        edit_or_say(self.app, text, suffix=suffix)
 
+    @guarded("nothing was copied")
     def action_copy(self) -> None:
         """Copy what the tab shows through Textual's clipboard support (the terminal's OSC 52
         sequence: over SSH it reaches the operator's own clipboard if the terminal accepts it)."""
@@ -188,6 +195,7 @@ class AttemptScreen(Screen[None]):
         self.app.copy_to_clipboard(text)
         self.notify(f"copied {what} ({len(text):,} characters)")
 
+    @guarded("the attempts could not be read")
     def action_neighbour(self, step: int) -> None:
         """Show the instance's previous (-1) or next (1) attempt in this screen's place, on the
         same tab, in the order the instance screen lists them."""
@@ -205,23 +213,23 @@ class AttemptScreen(Screen[None]):
 
     @staticmethod
     def _summary(attempt: Attempt | None) -> Text:
+        """Most telling line first: folded, the first two are what shows."""
         if attempt is None:
             return Text("this attempt is gone")
-        text = Text()
-        text.append(f"{attempt.step} attempt {attempt.attempt_number} on {attempt.model_id}  ", style="bold")
-        text.append(attempt.outcome, style="green" if attempt.outcome == "ok" else "red")
-        text.append(
+        head = Text()
+        head.append(f"{attempt.step} attempt {attempt.attempt_number} on {attempt.model_id}  ", style="bold")
+        head.append(attempt.outcome, style="green" if attempt.outcome == "ok" else "red")
+        head.append(
             f"  {attempt.tokens_in or 0}/{attempt.tokens_out or 0} tokens  ${attempt.cost_usd or 0:.6f}"
-            f"  {attempt.latency_ms or 0:.0f} ms  sampling {json.dumps(attempt.sampling)}\n"
+            f"  {attempt.latency_ms or 0:.0f} ms"
         )
-        if attempt.routing_reason:
-            text.append("routing: ")
-            text.append_text(literal(attempt.routing_reason))
-            text.append("\n")
+        lines = [head]
         if attempt.error_message:
-            text.append("error: ")
-            text.append_text(literal(attempt.error_message[:500]))
-        return text
+            lines.append(Text("error: ") + literal(attempt.error_message[:2000]))
+        if attempt.routing_reason:
+            lines.append(Text("routing: ") + literal(attempt.routing_reason))
+        lines.append(Text(f"sampling {json.dumps(attempt.sampling)}"))
+        return Text("\n").join(lines)
 
     @staticmethod
     def _verdict(found: Diagnosis) -> Text:

@@ -6,7 +6,9 @@ replay deserves to be read. Escape or enter closes it and the app goes on.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import functools
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -17,7 +19,9 @@ from textual.widgets import Static
 
 from tui.literal import literal
 
-__all__ = ["ActionFailed"]
+__all__ = ["ActionFailed", "guarded"]
+
+Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 class ActionFailed(ModalScreen[None]):
@@ -43,3 +47,28 @@ class ActionFailed(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss()
+
+
+def guarded(title: str) -> Callable[[Method], Method]:
+    """A key's handler that cannot quit the app: whatever it raises (the database gone or
+    locked, a bug) is shown in ``ActionFailed`` under ``title``, and the screen stays as it was.
+
+    Textual's default is to exit on an exception in a handler; an operator's tool that has
+    been open all day must not lose its place over one failed read.
+    """
+
+    def wrap(method: Method) -> Method:
+        @functools.wraps(method)
+        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                from tui.actions import describe_failure
+
+                said = describe_failure(exc)
+                self.app.push_screen(ActionFailed(title, said.message, said.action))
+                return None
+
+        return run  # type: ignore[return-value]
+
+    return wrap

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -11,13 +13,15 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header
 
-from storage.models import as_utc
+from storage.models import WorkflowInstance, as_utc
 from storage.store import Store
 from tui import actions
+from tui.fold import FOLD_BINDING, Fold
 from tui.literal import literal
-from tui.screens.error import ActionFailed
+from tui.progress import ActionProgress
+from tui.screens.error import ActionFailed, guarded
 from tui.tables import refresh_while_shown
 
 __all__ = ["InstanceScreen"]
@@ -40,6 +44,14 @@ class InstanceScreen(Screen[None]):
         Binding("f", "first_failure", "Failure", id="first-failure", tooltip="Open the first failed attempt"),
         Binding("R", "replay", "Replay", id="replay", tooltip="Rerun from the failed step"),
         Binding("r", "reload", "Reload", id="reload", tooltip="Read the instance again", show=False),
+        Binding(
+            "x",
+            "stop",
+            "Stop",
+            id="stop",
+            tooltip="Pause the replay before its next step (a replay goes on from there)",
+        ),
+        FOLD_BINDING,
     ]
 
     def __init__(self, store: Store, instance_id: str) -> None:
@@ -49,7 +61,8 @@ class InstanceScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="summary")
+        yield Fold(id="summary")
+        yield ActionProgress(id="progress")
         yield DataTable(id="attempts", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -65,55 +78,52 @@ class InstanceScreen(Screen[None]):
     def action_reload(self) -> None:
         self.refresh_detail()
 
+    def action_toggle_fold(self) -> None:
+        self.query_one("#summary", Fold).toggle()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":  # in the footer only while a replay runs
+            return self.query_one("#progress", ActionProgress).running
+        return True
+
+    @guarded("the replay did not start")
     def action_replay(self) -> None:
-        self.notify(f"replaying {self.instance_id[:12]} from its failed step…")
-        self._replay()
+        progress = self.query_one("#progress", ActionProgress)
+        if progress.running:
+            self.notify("a replay of this instance is running already")
+            return
+        self._replay(progress.begin(f"replaying {self.instance_id[:12]}"), progress.on_step)
+        self.refresh_bindings()
+
+    def action_stop(self) -> None:
+        self.query_one("#progress", ActionProgress).stop()
 
     @work(thread=True, exclusive=True, group="replay", exit_on_error=False)
-    def _replay(self) -> None:
-        outcome = actions.replay(self.instance_id)
+    def _replay(self, cancel: threading.Event, on_step: Callable[[str], None]) -> None:
+        outcome = actions.replay(self.instance_id, on_step=on_step, cancel=cancel)
         self.app.call_from_thread(self._replayed, outcome)
 
     def _replayed(self, outcome: actions.Outcome) -> None:
-        if outcome.ok:
-            self.notify(outcome.message, timeout=8)
+        self.query_one("#progress", ActionProgress).end()
+        self.refresh_bindings()
+        if outcome.ok or outcome.interrupted:  # a stop asked for is no failure
+            self.notify(outcome.message + (f"; {outcome.action}" if outcome.interrupted else ""), timeout=8)
         else:
             self.app.push_screen(ActionFailed("the replay did not complete", outcome.message, outcome.action))
         self.refresh_detail()
 
+    @guarded("the instance could not be read")
     def refresh_detail(self) -> None:
         detail = self.store.instance_detail(self.instance_id)
-        summary = self.query_one("#summary", Static)
+        summary = self.query_one("#summary", Fold)
         table = self.query_one("#attempts", DataTable)
         keys = list(table.rows)
         at = keys[table.cursor_row].value if 0 <= table.cursor_row < len(keys) else None
         table.clear()
         if detail is None:
-            summary.update(Text(f"instance {self.instance_id} is gone"))
+            summary.show(Text(f"instance {self.instance_id} is gone"))
             return
-        inst = detail.instance
-        lines = Text()
-        lines.append(f"{inst.workflow} {inst.id}  ", style="bold")
-        lines.append(f"{inst.status}", style="red" if inst.failure_class else "green")
-        lines.append(f"  owner {inst.owner}  generation {inst.generation}\n")
-        if inst.held and inst.worker:
-            lines.append("running on " if inst.status == "running" else "queued, leased by ")
-            lines.append_text(literal(inst.worker))
-            lines.append(f", lease renewed {_age(inst.heartbeat_at)}\n")
-        if inst.source:
-            lines.append("input from ")
-            lines.append_text(literal(inst.source))
-            lines.append("\n")
-        if inst.failed_step:
-            lines.append(f"stopped at {inst.failed_step}: {inst.failure_class}: ")
-            lines.append_text(literal(inst.error))
-            lines.append("\n")
-        lines.append("input ")
-        lines.append_text(literal(json.dumps(inst.input, ensure_ascii=False)[:300]))
-        if inst.output is not None:
-            lines.append("\noutput ", style="green")
-            lines.append_text(literal(json.dumps(inst.output, ensure_ascii=False)[:300]))
-        summary.update(lines)
+        summary.show(_summary(detail.instance))
         # Attempts in the order they were made, each with the generation (the run, or the Nth
         # replay) it belongs to: after a replay, numbering starts again at 1 in the new generation.
         generation = {run.id: run.generation for run in detail.step_runs}
@@ -135,6 +145,7 @@ class InstanceScreen(Screen[None]):
         if at in ids:  # a refresh keeps the cursor on the attempt it was on
             table.move_cursor(row=ids.index(at), animate=False)
 
+    @guarded("the attempts could not be read")
     def action_first_failure(self) -> None:
         detail = self.store.instance_detail(self.instance_id)
         table = self.query_one("#attempts", DataTable)
@@ -148,11 +159,34 @@ class InstanceScreen(Screen[None]):
         self.notify("no failed attempt in this instance")
 
     @on(DataTable.RowSelected, "#attempts")
+    @guarded("the attempt could not be opened")
     def _open(self, event: DataTable.RowSelected) -> None:
         from tui.screens.attempt import AttemptScreen
 
         if event.row_key.value is not None:
             self.app.push_screen(AttemptScreen(self.store, self.instance_id, event.row_key.value))
+
+
+def _summary(inst: WorkflowInstance) -> Text:
+    """The header, most telling line first: folded, the first three are what shows."""
+    head = Text()
+    head.append(f"{inst.workflow}  ", style="bold")
+    head.append(f"{inst.status}", style="red" if inst.failure_class else "green")
+    head.append(f"  generation {inst.generation}  owner {inst.owner}  id {inst.id}")
+    lines = [head]
+    if inst.failed_step:
+        lines.append(Text(f"stopped at {inst.failed_step}: {inst.failure_class}: ") + literal(inst.error))
+    if inst.output is not None:
+        output = Text("output ", style="green")
+        lines.append(output + literal(json.dumps(inst.output, ensure_ascii=False)[:2000]))
+    given = Text("input ")
+    if inst.source:
+        given += Text("from ") + literal(inst.source) + Text(" ")
+    lines.append(given + literal(json.dumps(inst.input, ensure_ascii=False)[:2000]))
+    if inst.held and inst.worker:
+        where = "running on " if inst.status == "running" else "queued, leased by "
+        lines.append(Text(where) + literal(inst.worker) + Text(f", lease renewed {_age(inst.heartbeat_at)}"))
+    return Text("\n").join(lines)
 
 
 def _age(when: datetime | None) -> str:

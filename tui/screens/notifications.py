@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from storage.store import Store
 from tui.literal import literal
+from tui.screens.error import guarded
 from tui.tables import refill, refresh_while_shown
 
 __all__ = ["NotificationsScreen"]
@@ -44,11 +45,12 @@ class NotificationsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#notifications", DataTable)
-        table.add_columns("sent (UTC)", "event", "instance", "target", "delivered")
+        table.add_columns("sent (UTC)", "event", "instance", "delivered", "target")
         self.action_reload()
         table.focus()
         refresh_while_shown(self, self.action_reload)
 
+    @guarded("the notifications could not be read")
     def action_reload(self) -> None:
         notes = self.store.notifications()
         self.instance_of = {note.id: note.instance_id for note in notes}
@@ -56,13 +58,13 @@ class NotificationsScreen(Screen[None]):
             (
                 note.id,  # an instance may have several notifications
                 (
-                    note.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    note.created_at.strftime("%m-%d %H:%M"),
                     note.event,
-                    note.instance_id[:12],
-                    literal(note.target),
+                    note.instance_id[:8],
                     Text("yes", style="green")
                     if note.delivered
                     else literal(f"no: {note.error or ''}", style="red"),
+                    literal(note.target),
                 ),
             )
             for note in notes
@@ -71,6 +73,7 @@ class NotificationsScreen(Screen[None]):
         self.query_one("#notifications-empty", Static).display = not rows
 
     @on(DataTable.RowSelected, "#notifications")
+    @guarded("the instance could not be opened")
     def _open(self, event: DataTable.RowSelected) -> None:
         from tui.screens.instance import InstanceScreen
 

@@ -16,9 +16,9 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, TextArea
 from storage.models import PromptVersion
 from storage.store import Store
 from tui import actions
-from tui.editor import EditorFailed, edit_in_editor
+from tui.editor import edit_or_say
 from tui.literal import literal
-from tui.screens.error import ActionFailed
+from tui.screens.error import ActionFailed, guarded
 from tui.tables import refill, refresh_while_shown
 
 __all__ = ["PromptScreen", "PromptsScreen"]
@@ -50,6 +50,7 @@ class PromptsScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         self.action_reload()  # a version saved in the step's screen counts at once
 
+    @guarded("the prompts could not be read")
     def action_reload(self) -> None:
         versions: dict[str, list[PromptVersion]] = {}
         for version in self.store.prompt_versions():
@@ -68,6 +69,7 @@ class PromptsScreen(Screen[None]):
         ]
         refill(self.query_one("#steps", DataTable), rows)
 
+    @guarded("the replays did not start")
     def action_replay_step(self) -> None:
         from tui.screens.confirm import Confirm
         from tui.screens.replays import ReplayScreen
@@ -94,22 +96,26 @@ class PromptsScreen(Screen[None]):
         )
 
     @on(DataTable.RowSelected, "#steps")
+    @guarded("the prompt could not be opened")
     def _open(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
             self.app.push_screen(PromptScreen(self.store, event.row_key.value))
 
 
 class PromptScreen(Screen[None]):
+    """Both parts of a step's prompt, editable, beside its versions, with the diff against the
+    prompt in use; saving checks it as a prompt in code is checked."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back", id="back"),
         Binding("ctrl+s", "save", "Save version", id="save", tooltip="Save the edit as the step's prompt"),
-        # ctrl+o, not e: the template's text area has the focus, and e is a letter in it.
+        # ctrl+o, not e: a text area has the focus, and e is a letter in it.
         Binding(
             "ctrl+o",
             "external_edit",
             "Editor",
             id="editor",
-            tooltip="Edit the template in $VISUAL / $EDITOR; the diff and checks follow",
+            tooltip="Edit the focused text (system or user template) in $VISUAL / $EDITOR",
         ),
     ]
 
@@ -122,17 +128,23 @@ class PromptScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Horizontal():
-            with Vertical(classes="pane", id="history") as history:
-                history.border_title = f"{self.step}: versions"
-                yield DataTable(id="versions", cursor_type="row")
-                yield Static(id="version-text")
-            with Vertical(classes="pane") as editing:
-                editing.border_title = "template (edit; $field placeholders)"
-                yield TextArea(self.base.template, id="template")
+        with Horizontal(id="prompt-edit"):
+            with Vertical(id="prompt-texts"):
+                system = TextArea(self.base.system, id="system", classes="pane")
+                system.border_title = f"{self.step}: system prompt"
+                yield system
+                template = TextArea(self.base.template, id="template", classes="pane")
+                template.border_title = "user template ($field placeholders)"
+                yield template
                 yield Input(placeholder="note: why this change", id="note")
-                with VerticalScroll(id="diff-pane", can_maximize=True):
-                    yield Static(id="diff")
+            with Vertical(classes="pane", id="history") as history:
+                history.border_title = "versions (* in use)"
+                yield DataTable(id="versions", cursor_type="row")
+                with VerticalScroll(id="version-pane"):
+                    yield Static(id="version-text")
+        with VerticalScroll(id="diff-pane", classes="pane", can_maximize=True) as diff:
+            diff.border_title = "diff against the prompt in use"
+            yield Static(id="diff")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -149,42 +161,53 @@ class PromptScreen(Screen[None]):
         self._show_diff()
         self.query_one("#template", TextArea).focus()
 
+    def _edited(self) -> tuple[str, str]:
+        return self.query_one("#system", TextArea).text, self.query_one("#template", TextArea).text
+
     @on(DataTable.RowHighlighted, "#versions")
     def _show_version(self, event: DataTable.RowHighlighted) -> None:
         version = next((v for v in self.versions if v.id == event.row_key.value), None)
         if version is not None:
-            self.query_one("#version-text", Static).update(literal(version.template))
+            text = Text("system\n", style="bold") + literal(version.system)
+            text += Text("\nuser\n", style="bold") + literal(version.template)
+            self.query_one("#version-text", Static).update(text)
 
-    @on(TextArea.Changed, "#template")
+    @on(TextArea.Changed)
     def _show_diff(self) -> None:
-        edited = self.query_one("#template", TextArea).text
-        lines = difflib.unified_diff(
-            self.base.template.splitlines(), edited.splitlines(), "in use", "edited", lineterm=""
-        )
+        system, template = self._edited()
         text = Text()
-        for line in lines:
-            style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
-            text.append_text(literal(line + "\n", style=style))
+        for part, before, after in (
+            ("system", self.base.system, system),
+            ("user", self.base.template, template),
+        ):
+            lines = difflib.unified_diff(
+                before.splitlines(), after.splitlines(), f"{part} in use", f"{part} edited", lineterm=""
+            )
+            for line in lines:
+                style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
+                text.append_text(literal(line + "\n", style=style))
         self.query_one("#diff", Static).update(text or Text("no change yet", style="dim"))
 
     def action_external_edit(self) -> None:
-        template = self.query_one("#template", TextArea)
-        try:
-            template.text = edit_in_editor(self.app, template.text)
-        except EditorFailed as exc:
-            self.notify(str(exc), severity="error")
+        """The focused text (the user template unless the system prompt has the focus)."""
+        focused = self.focused
+        area = focused if isinstance(focused, TextArea) else self.query_one("#template", TextArea)
+        edited = edit_or_say(self.app, area.text)
+        if edited is not None:
+            area.text = edited
 
+    @guarded("the prompt was not saved")
     def action_save(self) -> None:
-        template = self.query_one("#template", TextArea).text
-        if template == self.base.template:
+        system, template = self._edited()
+        if (system, template) == (self.base.system, self.base.template):
             self.notify("no change to save")
             return
         note = self.query_one("#note", Input).value.strip() or None
-        self._save(template, actions.operator(), note)
+        self._save(system, template, actions.operator(), note)
 
     @work(thread=True, exclusive=True, group="save", exit_on_error=False)
-    def _save(self, template: str, author: str, note: str | None) -> None:
-        outcome = actions.save_prompt(self.step, self.base.system, template, author, note)
+    def _save(self, system: str, template: str, author: str, note: str | None) -> None:
+        outcome = actions.save_prompt(self.step, system, template, author, note)
         self.app.call_from_thread(self._saved, outcome)
 
     def _saved(self, outcome: actions.Outcome) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
@@ -18,9 +19,10 @@ from steps.errors import describe_json_error
 from storage.models import ReviewItem
 from storage.store import Store
 from tui import actions
-from tui.editor import EditorFailed, edit_in_editor
+from tui.editor import edit_or_say
 from tui.literal import literal
-from tui.screens.error import ActionFailed
+from tui.progress import ActionProgress
+from tui.screens.error import ActionFailed, guarded
 from tui.tables import refill, refresh_while_shown
 
 __all__ = ["ReviewScreen", "ReviewsScreen"]
@@ -51,17 +53,18 @@ class ReviewsScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         self.action_reload()
 
+    @guarded("the reviews could not be read")
     def action_reload(self) -> None:
         rows = [
             (
                 item.id,
                 (
-                    item.id[:12],
-                    item.instance_id[:12],
+                    item.id[:8],
+                    item.instance_id[:8],
                     literal(f"{item.step}[{item.index}]"),
                     item.failure_class,
                     str(len(item.validation_errors or [])),
-                    item.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    item.created_at.strftime("%m-%d %H:%M"),
                 ),
             )
             for item in self.store.list_reviews(status="open", limit=1000)
@@ -69,6 +72,7 @@ class ReviewsScreen(Screen[None]):
         refill(self.query_one("#reviews", DataTable), rows)
 
     @on(DataTable.RowSelected, "#reviews")
+    @guarded("the review could not be opened")
     def _open(self, event: DataTable.RowSelected) -> None:
         item = self.store.get_review(event.row_key.value or "")
         if item is not None:
@@ -87,6 +91,13 @@ class ReviewScreen(Screen[None]):
             "Editor",
             id="editor",
             tooltip="Edit the correction in $VISUAL / $EDITOR; it is checked as if typed",
+        ),
+        Binding(
+            "x",
+            "stop",
+            "Stop",
+            id="stop",
+            tooltip="Pause the resumed instance before its next step (the approval stands)",
         ),
     ]
 
@@ -107,13 +118,14 @@ class ReviewScreen(Screen[None]):
             id="summary",
         )
         with Horizontal():
-            with VerticalScroll(classes="pane", can_maximize=True) as raw:
+            with VerticalScroll(classes="pane", id="raw-pane", can_maximize=True) as raw:
                 raw.border_title = "raw output, as received"
                 yield Static(literal(item.raw_output or "(none)"), id="raw-output")
             editor = TextArea(self._starting_text(), language="json", id="editor", classes="pane")
             editor.border_title = "corrected output"
             yield editor
         yield Static(id="verdict")
+        yield ActionProgress(id="progress")
         yield Footer()
 
     def _starting_text(self) -> str:
@@ -142,11 +154,16 @@ class ReviewScreen(Screen[None]):
 
     def action_external_edit(self) -> None:
         editor = self.query_one("#editor", TextArea)
-        try:
-            editor.text = edit_in_editor(self.app, editor.text, suffix=".json")  # checked as typed
-        except EditorFailed as exc:
-            self.notify(str(exc), severity="error")
+        edited = edit_or_say(self.app, editor.text, suffix=".json")
+        if edited is not None:
+            editor.text = edited  # checked as typed
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":  # in the footer only while the approved instance runs on
+            return self.query_one("#progress", ActionProgress).running
+        return True
+
+    @guarded("the approval did not start")
     def action_approve(self) -> None:
         text = self.query_one("#editor", TextArea).text
         try:
@@ -162,29 +179,44 @@ class ReviewScreen(Screen[None]):
                 severity="error",
             )
             return
-        self._decide(lambda: actions.approve(self.item.id, output, actions.operator()))
-
-    def action_reject(self) -> None:
-        self._decide(lambda: actions.reject(self.item.id, actions.operator()))
-
-    def _decide(self, call: object) -> None:
         if self.deciding:
             return
         self.deciding = True
-        self.query_one("#verdict", Static).update(Text("deciding… (the instance resumes from the next step)"))
-        self._run(call)
+        progress = self.query_one("#progress", ActionProgress)
+        cancel = progress.begin(f"approved; instance {self.item.instance_id[:12]} resumes")
+        # The correction is decided: freeze it, and take the keyboard off it so that x is a key.
+        editor = self.query_one("#editor", TextArea)
+        editor.read_only = True
+        self.query_one("#raw-pane").focus()
+        self.refresh_bindings()
+        by = actions.operator()
+        self._run(lambda: actions.approve(self.item.id, output, by, on_step=progress.on_step, cancel=cancel))
+
+    def action_stop(self) -> None:
+        self.query_one("#progress", ActionProgress).stop()
+
+    @guarded("the rejection did not start")
+    def action_reject(self) -> None:
+        if self.deciding:
+            return
+        self.deciding = True
+        self.query_one("#verdict", Static).update(Text("rejecting…"))
+        by = actions.operator()
+        self._run(lambda: actions.reject(self.item.id, by))
 
     @work(thread=True, exclusive=True, group="decide", exit_on_error=False)
-    def _run(self, call: object) -> None:
-        assert callable(call)
+    def _run(self, call: Callable[[], actions.Outcome]) -> None:
         outcome = call()
         self.app.call_from_thread(self._done, outcome)
 
     def _done(self, outcome: actions.Outcome) -> None:
         self.deciding = False
+        self.query_one("#progress", ActionProgress).end()
+        self.query_one("#editor", TextArea).read_only = False
+        self.refresh_bindings()
         self.query_one("#verdict", Static).update(literal(outcome.message))
-        if outcome.ok:
-            self.notify(outcome.message, timeout=8)
+        if outcome.ok or outcome.interrupted:  # decided either way; a stop asked for is no failure
+            self.notify(outcome.message + (f"; {outcome.action}" if outcome.interrupted else ""), timeout=8)
             self.app.pop_screen()
         else:
             self.app.push_screen(

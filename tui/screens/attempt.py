@@ -41,9 +41,11 @@ _STATUS_STYLE = {
 class AttemptScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instance"),
-        Binding("1", "tab('raw')", "Raw vs schema", id="tab-raw"),
-        Binding("2", "tab('fields')", "Fields", id="tab-fields"),
-        Binding("3", "tab('request')", "Request", id="tab-request"),
+        Binding("1", "tab('raw')", "Raw vs schema", id="tab-raw", tooltip="The raw output beside the schema"),
+        Binding(
+            "2", "tab('fields')", "Fields", id="tab-fields", tooltip="Field by field: expected, returned"
+        ),
+        Binding("3", "tab('request')", "Request", id="tab-request", tooltip="The request as sent"),
         Binding(
             "e",
             "external_view",

@@ -21,7 +21,7 @@ __all__ = ["NotificationsScreen"]
 
 class NotificationsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
+        Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instances"),
         Binding("r", "reload", "Reload", id="reload", tooltip="Read the notifications again"),
     ]
 

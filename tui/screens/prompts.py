@@ -26,7 +26,7 @@ __all__ = ["PromptScreen", "PromptsScreen"]
 
 class PromptsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
+        Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instances"),
         Binding("R", "replay_step", "Replay failures", id="replay-step", tooltip="Replay all stopped here"),
         Binding("r", "reload", "Reload", id="reload", tooltip="Read the prompt versions again", show=False),
     ]
@@ -107,7 +107,9 @@ class PromptScreen(Screen[None]):
     prompt in use; saving checks it as a prompt in code is checked."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back", id="back"),
+        Binding(
+            "escape", "app.pop_screen", "Back", id="back", tooltip="Back to the steps; the edit is dropped"
+        ),
         Binding("ctrl+s", "save", "Save version", id="save", tooltip="Save the edit as the step's prompt"),
         # ctrl+o, not e: a text area has the focus, and e is a letter in it.
         Binding(

@@ -41,7 +41,13 @@ def raw_diff(old: str | None, new: str | None) -> Text:
 
 class ReplayScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
+        Binding(
+            "escape,backspace",
+            "app.pop_screen",
+            "Back",
+            id="back",
+            tooltip="Back to the steps; as x, no further replay starts",
+        ),
         Binding("x", "stop", "Stop", id="stop", tooltip="Start no more replays; the rest stay stopped"),
     ]
 
@@ -52,6 +58,9 @@ class ReplayScreen(Screen[None]):
         self.results: dict[str, StepReplay] = {}
         self.cancel = threading.Event()
         self.done = False
+
+    def on_unmount(self) -> None:
+        self.cancel.set()  # nobody is watching: start no further replay (the current one ends)
 
     def action_stop(self) -> None:
         if not self.done:

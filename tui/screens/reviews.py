@@ -30,7 +30,7 @@ __all__ = ["ReviewScreen", "ReviewsScreen"]
 
 class ReviewsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,backspace", "app.pop_screen", "Back", id="back"),
+        Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instances"),
         Binding("r", "reload", "Reload", id="reload", tooltip="Read the open reviews again"),
     ]
 
@@ -81,7 +81,7 @@ class ReviewsScreen(Screen[None]):
 
 class ReviewScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back", id="back"),
+        Binding("escape", "app.pop_screen", "Back", id="back", tooltip="Back to the reviews, undecided"),
         Binding("ctrl+s", "approve", "Approve", id="approve", tooltip="Approve the corrected output"),
         Binding("ctrl+r", "reject", "Reject", id="reject", tooltip="Reject: the instance fails"),
         # ctrl+o, not e: the correction's text area has the focus, and e is a letter in it.

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import update
 from sqlmodel import Session
 
 from storage.db import open_engine
@@ -16,6 +17,7 @@ from storage.models import (
     InstanceStatus,
     Notification,
     OutputSchema,
+    PromptVersion,
     ReviewItem,
     StepRun,
     WorkflowInstance,
@@ -34,6 +36,8 @@ def seeded(folder: Path) -> Iterator[Store]:
     prompt = store.prompt_version(
         "extract-invoice", "Extract the invoice.", "Invoice: $text", "f" * 64, "ana"
     )
+    with store.engine.begin() as conn:  # a fixed time, for the screens that show it
+        conn.execute(update(PromptVersion).values(created_at=WHEN))
     with Session(store.engine) as session:
         for n, (workflow, status, step, failure) in enumerate(
             [

@@ -41,7 +41,7 @@ _STATUS_STYLE = {
 class AttemptScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instance"),
-        Binding("1", "tab('raw')", "Raw vs schema", id="tab-raw", tooltip="The raw output beside the schema"),
+        Binding("1", "tab('raw')", "Raw", id="tab-raw", tooltip="The raw output beside the schema"),
         Binding(
             "2", "tab('fields')", "Fields", id="tab-fields", tooltip="Field by field: expected, returned"
         ),

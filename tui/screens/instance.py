@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
@@ -38,6 +38,11 @@ def _sampling(sent: Any) -> str:
     )
 
 
+_COLUMNS = ("gen", "step", "#", "model", "result", "tokens", "cost $", "ms", "sampling", "routing")
+_WIDE_AT = 120
+"""Terminal width from which the attempts table has room for sampling and routing."""
+
+
 class InstanceScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "app.pop_screen", "Back", id="back", tooltip="Back to the instances"),
@@ -58,6 +63,7 @@ class InstanceScreen(Screen[None]):
         super().__init__()
         self.store = store
         self.instance_id = instance_id
+        self.columns: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -67,13 +73,25 @@ class InstanceScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#attempts", DataTable)
-        table.add_columns(
-            "gen", "step", "#", "model", "result", "tokens", "cost $", "ms", "sampling", "routing"
-        )
-        self.refresh_detail()
-        table.focus()
+        self._set_columns(self.app.size.width)
+        self.query_one("#attempts", DataTable).focus()
         refresh_while_shown(self, self.refresh_detail)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._columns(event.size.width) != self.columns:
+            self._set_columns(event.size.width)
+
+    @staticmethod
+    def _columns(width: int) -> tuple[str, ...]:
+        """Sampling and routing only where they fit whole; the attempt's header has them too."""
+        return _COLUMNS if width >= _WIDE_AT else _COLUMNS[:-2]
+
+    def _set_columns(self, width: int) -> None:
+        self.columns = self._columns(width)
+        table = self.query_one("#attempts", DataTable)
+        table.clear(columns=True)
+        table.add_columns(*self.columns)
+        self.refresh_detail()
 
     def action_reload(self) -> None:
         self.refresh_detail()
@@ -128,7 +146,7 @@ class InstanceScreen(Screen[None]):
         # replay) it belongs to: after a replay, numbering starts again at 1 in the new generation.
         generation = {run.id: run.generation for run in detail.step_runs}
         for attempt in detail.attempts:
-            table.add_row(
+            cells = (
                 str(generation.get(attempt.step_run_id, "")),
                 literal(attempt.step),
                 str(attempt.attempt_number),
@@ -139,8 +157,8 @@ class InstanceScreen(Screen[None]):
                 f"{attempt.latency_ms or 0:.0f}",
                 _sampling(attempt.sampling),
                 literal(attempt.routing_reason or ""),
-                key=attempt.id,
             )
+            table.add_row(*cells[: len(self.columns)], key=attempt.id)
         ids = [attempt.id for attempt in detail.attempts]
         if at in ids:  # a refresh keeps the cursor on the attempt it was on
             table.move_cursor(row=ids.index(at), animate=False)

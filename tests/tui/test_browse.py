@@ -358,3 +358,32 @@ def test_field_filters_notifications_and_the_command_palette(
             assert {"Reviews", "Prompts", "Notifications"} <= set(commands)
 
     asyncio.run(scenario())
+
+
+def test_empty_lists_say_why_and_what_to_do(tmp_path: Path) -> None:
+    from storage.db import open_engine
+    from storage.store import Store
+
+    store = Store(open_engine(f"sqlite:///{tmp_path / 'empty.db'}"))
+
+    async def scenario() -> None:
+        app = StepLineApp(store)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.workers.wait_for_complete()
+            for key, empty, says in (
+                ("v", "#reviews-empty", "No open reviews"),
+                ("p", "#prompts-empty", "No prompts yet"),
+                ("n", "#notifications-empty", "No notifications yet"),
+            ):
+                await pilot.press(key)
+                await pilot.pause()
+                shown = app.screen.query_one(empty, Static)
+                assert shown.display
+                assert str(shown.content).startswith(says)
+                await pilot.press("escape")
+                await pilot.pause()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()

@@ -37,6 +37,13 @@ class PromptsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Static(
+            "No prompts yet. A step's prompt from code is recorded as its first version when the "
+            "step first runs (`stepline run`, a batch or a schedule); then it can be edited here.",
+            id="prompts-empty",
+            classes="empty",
+            markup=False,
+        )
         yield DataTable(id="steps", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -68,6 +75,7 @@ class PromptsScreen(Screen[None]):
             for step, found in sorted(versions.items())
         ]
         refill(self.query_one("#steps", DataTable), rows)
+        self.query_one("#prompts-empty", Static).display = not rows
 
     @guarded("the replays did not start")
     def action_replay_step(self) -> None:

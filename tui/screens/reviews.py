@@ -40,6 +40,13 @@ class ReviewsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Static(
+            "No open reviews. An instance lands here when a step's output still breaks its schema "
+            "after the re-asks (or the step asks for review): open it, correct the output, approve.",
+            id="reviews-empty",
+            classes="empty",
+            markup=False,
+        )
         yield DataTable(id="reviews", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -70,6 +77,7 @@ class ReviewsScreen(Screen[None]):
             for item in self.store.list_reviews(status="open", limit=1000)
         ]
         refill(self.query_one("#reviews", DataTable), rows)
+        self.query_one("#reviews-empty", Static).display = not rows
 
     @on(DataTable.RowSelected, "#reviews")
     @guarded("the review could not be opened")

@@ -52,6 +52,7 @@ def seed(store: Store, count: int) -> float:
                         "id": instance,
                         "workflow": "file-invoice",
                         "input": {"text": f"invoice {n}"},
+                        "source": f"inbox/invoice-{n:06d}.json",
                         "status": "needs_review",
                         "owner": "bench",
                         "failed_step": "extract-invoice",

@@ -27,18 +27,23 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from storage.errors import StorageError
+from storage.quick_read import HEAD_REVISION, check_sqlite_file
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["StorageError", "db_reason", "open_engine", "release_engine", "safe_url", "upgrade"]
+__all__ = [
+    "HEAD_REVISION",
+    "StorageError",
+    "db_reason",
+    "open_engine",
+    "release_engine",
+    "safe_url",
+    "upgrade",
+]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x5751_7E11  # advisory-lock key: one migrator at a time
-HEAD_REVISION = "0009"
-"""The newest migration in ``migrations/versions`` (a test keeps it true). Every command opens
-the store; a database already at it is checked with one query, without loading Alembic and its
-scripts (half a second on the path to a command's first request)."""
 
 
 @dataclass
@@ -127,7 +132,7 @@ def _create(parsed: URL) -> Engine:
     kwargs: dict[str, Any] = {"hide_parameters": True}
     sqlite = parsed.get_backend_name() == "sqlite"
     if sqlite:
-        _prepare_sqlite_file(parsed.database)
+        check_sqlite_file(parsed.database)  # refuses unusable paths, creates a new file owner-only
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True
@@ -153,53 +158,6 @@ def _create(parsed: URL) -> Engine:
             "and STEPLINE_DATABASE_URL is right"
         ) from None
     return engine
-
-
-def _prepare_sqlite_file(database: str | None) -> None:
-    """Refuse paths SQLite cannot use, and create a new file owner-only.
-
-    An existing file is never opened here (see the module docstring): only
-    ``stat`` and ``access`` look at it.
-    """
-    if not database or database == ":memory:":
-        return
-    path = Path(database)
-    fix = "or point STEPLINE_DATABASE_URL elsewhere"
-    if path.is_dir():
-        raise StorageError(
-            f"database path {path} is a folder; name a file in it, e.g. "
-            f"STEPLINE_DATABASE_URL=sqlite:///{path / 'stepline.db'}"
-        )
-    if not path.parent.is_dir():
-        raise StorageError(
-            f"database folder {path.parent} does not exist; create it or change STEPLINE_DATABASE_URL"
-        )
-    journal = [Path(f"{path}-wal"), Path(f"{path}-shm")]
-    if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
-        state = "is" if path.exists() else "would be created"
-        raise StorageError(
-            f"database file {path} {state} on a read-only file system; remount it read-write {fix}"
-        )
-    if path.exists():
-        if not path.is_file():
-            raise StorageError(f"database path {path} is not a regular file; {fix}")
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise StorageError(f"database file {path} is read-only for this user; chmod u+rw it {fix}")
-        if not os.access(path.parent, os.W_OK | os.X_OK) and not all(j.exists() for j in journal):
-            raise StorageError(
-                f"database folder {path.parent} is read-only for this user, and SQLite must create "
-                f"{journal[0].name} beside the database; make the folder writable {fix}"
-            )
-        return
-    # Created by us, owner-only: the file holds prompts, inputs and model outputs. O_EXCL: a
-    # file another process created meanwhile is left alone, never opened and closed here.
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise StorageError(f"cannot create database file {path}: {exc.strerror or exc}; {fix}") from None
-    os.close(fd)  # new and empty: no SQLite connection anywhere holds it yet
 
 
 def _revision(connection: Connection) -> str | None:

@@ -12,12 +12,13 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
+
+from storage.states import REPLAYABLE, InstanceStatus, ReviewStatus, StepRunStatus
 
 __all__ = [
     "REPLAYABLE",
@@ -67,40 +68,6 @@ def _time(nullable: bool = True, index: bool = False) -> Any:
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index),
     )
-
-
-class InstanceStatus(StrEnum):
-    QUEUED = "queued"
-    """Submitted to a work pool (``stepline submit``) and not started yet: written before any
-    flow run exists, so an input never lives only in a flow run's parameters."""
-    RUNNING = "running"
-    COMPLETED = "completed"
-    NEEDS_REVIEW = "needs_review"
-    """A step's output failed validation (or was refused/truncated): a human decides."""
-    PAUSED = "paused"
-    """Retries and fallbacks ran out (or the provider refused our credentials, or an operator
-    stopped the run): replay later."""
-    FAILED = "failed"
-    """The workflow itself crashed, or a reviewer rejected the output."""
-
-
-REPLAYABLE = frozenset({InstanceStatus.PAUSED, InstanceStatus.NEEDS_REVIEW, InstanceStatus.FAILED})
-
-
-class StepRunStatus(StrEnum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SUPERSEDED = "superseded"
-    """A completed run that a later replay chose to redo (``--from``)."""
-
-
-class ReviewStatus(StrEnum):
-    OPEN = "open"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    SUPERSEDED = "superseded"
-    """Closed by a replay started before anyone decided."""
 
 
 class WorkflowInstance(SQLModel, table=True):

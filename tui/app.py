@@ -1,10 +1,16 @@
-"""The Stepline operator app: one screen per module in ``tui/screens``, one stylesheet."""
+"""The Stepline operator app: one screen per module in ``tui/screens``, one stylesheet.
+
+It starts either on an open store, or (``stepline tui``, see ``tui.start``) on the newest
+instances read without SQLAlchemy and a way to open the store, which it calls in a worker once
+those rows are painted. Nothing on the way to the first paint imports SQLAlchemy, SQLModel,
+the settings or Prefect (``tests/tui/test_first_paint.py``).
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on
 from textual.app import App, SystemCommand
@@ -12,11 +18,17 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from storage.store import Store
-from tui.screens.error import ActionFailed
+from stepline.errors import StepLineError
 from tui.screens.instances import InstancesScreen
 
-__all__ = ["StepLineApp"]
+if TYPE_CHECKING:
+    from storage.quick_read import InstanceRow
+    from storage.store import Store
+
+__all__ = ["Opener", "StepLineApp"]
+
+Opener = Callable[[], "tuple[Store, float | None]"]
+"""Opens the store (settings, engine, migration check): the store and ``[tui] refresh_s``."""
 
 
 class StepLineApp(App[None]):
@@ -40,23 +52,77 @@ class StepLineApp(App[None]):
     ]
 
     WARM_AFTER_S = 0.5
-    """How long after mounting ``warm`` starts loading the engine (the first paint comes first)."""
+    """How long after mounting (or after the store opened, if it opens later) ``warm`` starts loading
+    the engine: the first paint and the store come first."""
 
     def __init__(
-        self, store: Store, *, where: str = "", warm: bool = False, refresh_s: float | None = None
+        self,
+        store: Store | None = None,
+        *,
+        where: str = "",
+        warm: bool = False,
+        refresh_s: float | None = None,
+        first_page: Sequence[InstanceRow] | None = None,
+        open_store: Opener | None = None,
     ) -> None:
+        """Given no ``store``, the list shows ``first_page`` and ``open_store`` is called in a
+        worker once it is painted (``refresh_s`` then comes from it)."""
         super().__init__()
+        if store is None and (first_page is None or open_store is None):
+            raise ValueError("without a store, give the first page and how to open the store")
         self.store = store
         self.sub_title = where
         self.warm = warm
         """Load the engine in the background once up (``tui.actions.warm``): ``stepline tui`` does."""
         self.refresh_s = refresh_s
         """Re-read the open list or instance this often (``[tui] refresh_s``); None: only on ``r``."""
+        self.failed_to_open: str | None = None
+        """Why ``open_store`` failed (one line); the app has then exited with return code 2."""
+        self._first_page = first_page
+        self._open_store = open_store
+        self._instances: InstancesScreen | None = None
+
+    def get_default_screen(self) -> InstancesScreen:
+        """The instances list, as the base of the stack (no empty default screen under it)."""
+        self._instances = InstancesScreen(self.store, self._first_page)
+        self._first_page = None
+        return self._instances
 
     def on_mount(self) -> None:
-        self.push_screen(InstancesScreen(self.store))
+        if self.warm and self.store is not None:
+            self.set_timer(self.WARM_AFTER_S, self._start_warming)
+
+    @on(InstancesScreen.FirstPage)
+    def _first_page_painted(self) -> None:
+        if self.store is None and self._open_store is not None:
+            self.run_worker(self._opening, name="opening the database", thread=True, exit_on_error=False)
+
+    def _opening(self) -> None:
+        """Load SQLAlchemy and the settings and open the store (the migration check included)."""
+        assert self._open_store is not None
+        try:
+            store, refresh_s = self._open_store()
+        except StepLineError as exc:  # bad settings, an unusable database: as before the first paint
+            self.call_from_thread(self._not_opened, exc.message)
+        else:
+            self.call_from_thread(self._opened, store, refresh_s)
+
+    def _opened(self, store: Store, refresh_s: float | None) -> None:
+        self.store = store
+        self.refresh_s = refresh_s
+        where = store.engine.url.render_as_string(hide_password=True)
+        moved = where != self.sub_title
+        self.sub_title = where
+        if self._instances is not None:
+            self._instances.opened(store)
+            if moved:  # the settings named another database than the first page came from
+                self._instances.reload()
         if self.warm:
             self.set_timer(self.WARM_AFTER_S, self._start_warming)
+
+    def _not_opened(self, message: str) -> None:
+        self.failed_to_open = message
+        self.exit(return_code=2)
 
     def action_toggle_help(self) -> None:
         """Textual's key panel beside the screen: every key of this screen and of the focused
@@ -86,6 +152,8 @@ class StepLineApp(App[None]):
         Every worker runs with ``exit_on_error=False``: by default Textual quits the app.
         """
         if event.state is WorkerState.ERROR and event.worker.error is not None:
+            from tui.screens.error import ActionFailed
+
             error = event.worker.error
             message = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
             self.push_screen(ActionFailed(f"{event.worker.name or 'a background task'} failed", message))

@@ -1,5 +1,5 @@
-"""Live refresh: a screen re-reads on a timer, and refills its table in place so that the
-operator's cursor and scroll stay put."""
+"""Tables: live refresh (a screen re-reads on a timer and refills its table in place, so that
+the operator's cursor and scroll stay put), and columns fitted to the terminal's width."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from textual.screen import Screen
 from textual.widgets import DataTable
 
-__all__ = ["Row", "refill", "refresh_while_shown"]
+__all__ = ["Row", "fit_columns", "refill", "refresh_while_shown"]
 
 Row = tuple[str, Sequence[object]]
 """A row's key (an id) and its cells, in the table's column order."""
@@ -51,3 +51,42 @@ def refresh_while_shown(screen: Screen[Any], reload: Callable[[], object]) -> bo
 
     screen.set_interval(refresh_s, tick)
     return True
+
+
+def fit_columns(
+    columns: Sequence[tuple[int, int]], available: int, *, core: int, padding: int = 2
+) -> list[int]:
+    """Each column's width within ``available`` cells (0: left out), for ``columns`` given as
+    ``(least, natural)`` widths in order of importance, ``padding`` cells around each.
+
+    The first ``core`` columns are shown whenever they fit at their least width (otherwise the
+    least important of them go first), and grow toward their natural width one cell at a time
+    in turn, so the widest are the ones cut short. A column after the core comes in only when
+    every column before it is whole and it fits at its least width.
+    """
+    widths = [0] * len(columns)
+    used = 0
+    shown = 0
+    for least, natural in columns[:core]:
+        need = min(least, natural) + padding
+        if used + need > available:
+            break
+        widths[shown] = need - padding
+        used += need
+        shown += 1
+    while shown:
+        growing = [i for i in range(shown) if widths[i] < columns[i][1]]
+        if not growing or used >= available:
+            break
+        for i in growing[: available - used]:
+            widths[i] += 1
+            used += 1
+    for i in range(shown, len(columns)):
+        if shown < core or any(widths[j] < columns[j][1] for j in range(i)):
+            break
+        least, natural = columns[i]
+        if used + min(least, natural) + padding > available:
+            break
+        widths[i] = min(natural, available - used - padding)
+        used += widths[i] + padding
+    return widths

@@ -46,6 +46,12 @@ def loaded_after(statement: str) -> set[str]:
             "import tui.app, tui.screens.instance, tui.screens.attempt",
             {"prefect", "flows", *SDKS},
         ),
+        # `stepline tui` paints its first rows before SQLAlchemy, the settings or Prefect load
+        # (tests/tui/test_first_paint.py checks the running app at its first paint).
+        (
+            "import tui.app, tui.start, tui.screens.instances, storage.quick_read, storage.states",
+            {"sqlalchemy", "sqlmodel", "alembic", "pydantic_settings", "prefect", "steps", "flows", *SDKS},
+        ),
         # The command line starts fast: Prefect and the SDKs load only inside `run`.
         ("import stepline.cli", {"prefect", "textual", *SDKS}),
     ],

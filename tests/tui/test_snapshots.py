@@ -71,9 +71,9 @@ def test_screen(snap_compare: Snap, store: Store, screen: str, size: tuple[int, 
 @pytest.fixture
 def no_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every action fails at once, the same way: the catalog it would open is unreadable."""
-    broken = tmp_path / "broken.toml"
-    broken.write_text("[models.x]\nprovider = \n")
-    monkeypatch.setenv("STEPLINE_CONFIG", str(broken))
+    (tmp_path / "broken.toml").write_text("[models.x]\nprovider = \n")
+    monkeypatch.chdir(tmp_path)  # the message quotes the path: the same one in every run
+    monkeypatch.setenv("STEPLINE_CONFIG", "broken.toml")
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # configured: none is started
 
 

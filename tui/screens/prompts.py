@@ -168,6 +168,7 @@ class PromptScreen(Screen[None]):
                 literal(version.note or ""),
                 key=version.id,
             )
+        self._version_text(self.versions[0])  # the cursor's row, before its event arrives
         self._show_diff()
         self.query_one("#template", TextArea).focus()
 
@@ -178,9 +179,12 @@ class PromptScreen(Screen[None]):
     def _show_version(self, event: DataTable.RowHighlighted) -> None:
         version = next((v for v in self.versions if v.id == event.row_key.value), None)
         if version is not None:
-            text = Text("system\n", style="bold") + literal(version.system)
-            text += Text("\nuser\n", style="bold") + literal(version.template)
-            self.query_one("#version-text", Static).update(text)
+            self._version_text(version)
+
+    def _version_text(self, version: PromptVersion) -> None:
+        text = Text("system\n", style="bold") + literal(version.system)
+        text += Text("\nuser\n", style="bold") + literal(version.template)
+        self.query_one("#version-text", Static).update(text)
 
     @on(TextArea.Changed)
     def _show_diff(self) -> None:

@@ -982,28 +982,10 @@ def tui() -> None:
     # Not _open_store_and_settings(): on a SQLite file the first rows are read with sqlite3 and
     # painted before the settings, SQLAlchemy and the migration check load (in a worker after
     # the paint); they took three times a bare Textual app's first paint. See tui/start.py.
-    from stepline.errors import StepLineError
-    from tui import actions, start
-    from tui.app import StepLineApp
-    from tui.screens.instances import PAGE
+    # `stepline tui` as typed does not come here at all: stepline.launch runs it without typer.
+    from tui import start
 
-    try:
-        quick = start.first_page(PAGE)
-        if quick is None:  # PostgreSQL, a new or older file...: the store first, as for any command
-            store, refresh_s = start.open_store()
-            where = store.engine.url.render_as_string(hide_password=True)
-            shown = StepLineApp(store, where=where, warm=True, refresh_s=refresh_s)
-        else:
-            where, rows = quick
-            shown = StepLineApp(where=where, warm=True, first_page=rows, open_store=start.open_store)
-    except StepLineError as exc:
-        _fail(exc.message)
-    try:
-        shown.run()
-    finally:
-        actions.shutdown()
-    if shown.failed_to_open is not None:  # found after the first paint: the same line, the same code
-        _fail(shown.failed_to_open)
+    raise typer.Exit(start.run())
 
 
 server_app = typer.Typer(
@@ -1140,15 +1122,7 @@ def main() -> None:
     from stepline.errors import StepLineError
 
     try:
-        if sys.argv[1:] == ["tui"]:
-            # Straight to the command: typer's parsing first builds every command's parameters
-            # (importing pydantic for them), about 0.2 s before the TUI's first paint could start.
-            try:
-                tui()
-            except typer.Exit as exc:
-                sys.exit(exc.exit_code)
-        else:
-            app()
+        app()
     except StepLineError as exc:  # whatever a command did not handle: one line, never a traceback
         err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         sys.exit(1)

@@ -101,3 +101,43 @@ def open_store() -> tuple[Store, float | None]:
 
     settings = load_settings()
     return Store(open_engine(settings.database_url)), settings.tui.refresh_s or None
+
+
+def run() -> int:
+    """``stepline tui``: paint the first rows, then open the store; the exit code.
+
+    Bad input (a URL, path or catalog that cannot be used) is one line on stderr and 2, before
+    the app starts or, when found just after the first paint, once it has closed.
+    """
+    from stepline.errors import StepLineError
+    from tui import actions
+    from tui.app import StepLineApp
+    from tui.screens.instances import PAGE
+
+    try:
+        quick = first_page(PAGE)
+        if quick is None:  # PostgreSQL, a new or older file...: the store first, as for any command
+            store, refresh_s = open_store()
+            where = store.engine.url.render_as_string(hide_password=True)
+            shown = StepLineApp(store, where=where, warm=True, refresh_s=refresh_s)
+        else:
+            where, rows = quick
+            shown = StepLineApp(where=where, warm=True, first_page=rows, open_store=open_store)
+    except StepLineError as exc:
+        return _fail(exc.message)
+    try:
+        shown.run()
+    finally:
+        actions.shutdown()
+    if shown.failed_to_open is not None:  # found after the first paint: the same line, the same code
+        return _fail(shown.failed_to_open)
+    return 0
+
+
+def _fail(message: str) -> int:
+    """The CLI's one line for bad input (``stepline.cli._fail``), without loading typer for it."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+    return 2

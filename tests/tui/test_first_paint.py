@@ -265,7 +265,7 @@ def run_tui(folder: Path, env: dict[str, str], code: str = "") -> subprocess.Com
         PYTHONPATH=str(ROOT),
         **env,
     )
-    script = f"import sys\nsys.argv = ['stepline', 'tui']\n{code}\nfrom stepline.cli import main\nmain()\n"
+    script = f"import sys\nsys.argv = ['stepline', 'tui']\n{code}\nfrom stepline.launch import main\nmain()\n"
     return subprocess.run(
         [sys.executable, "-c", script],
         cwd=folder,
@@ -306,7 +306,17 @@ def test_nothing_heavy_loads_before_the_first_paint(store: Store, tmp_path: Path
     loaded = {name.split(".")[0] for name in json.loads(spied.read_text())} | set(
         json.loads(spied.read_text())
     )
-    heavy = {"sqlalchemy", "sqlmodel", "alembic", "pydantic_settings", "prefect", "steps", "flows"}
+    heavy = {
+        "sqlalchemy",
+        "sqlmodel",
+        "alembic",
+        "pydantic_settings",
+        "prefect",
+        "steps",
+        "flows",
+        "typer",
+        "click",
+    }
     assert (
         loaded & (heavy | {"openai", "anthropic", "instructor", "storage.models", "storage.store"}) == set()
     )

@@ -125,6 +125,7 @@ def test_a_database_overwritten_under_the_app_is_said_and_the_app_stays(store: S
     async def scenario() -> None:
         app = StepLineApp(store)
         async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)  # the first page is on screen: enter has a row to open
             await keys("enter")(pilot)
             assert isinstance(app.screen, InstanceScreen)
             store.engine.dispose()  # the pool's connections go; the next read opens the file again

@@ -21,7 +21,7 @@ FOLD_BINDING = Binding(
     "toggle_fold",
     "Details",
     id="details",
-    tooltip="The header's whole text (input, error, routing); i again folds it to 3 lines",
+    tooltip="The header's whole text (input, error, routing); i again folds it to its first lines",
 )
 """The key a screen with a ``Fold`` binds; its ``action_toggle_fold`` calls ``Fold.toggle``."""
 

@@ -38,6 +38,8 @@ __all__ = ["StoreBase", "insert_rows", "row_exists", "row_values", "update_row"]
 
 _BY_ID: dict[type[SQLModel], Any] = {}
 """``update_row``'s statement per table, built once."""
+_INSERTS: dict[Any, Any] = {}
+"""``insert_rows``' statement per table, built once (on every step's path)."""
 
 T = TypeVar("T")
 C = TypeVar("C", Session, Connection)
@@ -220,4 +222,7 @@ def insert_rows(
             values = row_values(row)
         by_table.setdefault(table, []).append(values)
     for table, values_list in by_table.items():
-        session.execute(insert(table), values_list)
+        statement = _INSERTS.get(table)
+        if statement is None:
+            statement = _INSERTS[table] = insert(table)
+        session.execute(statement, values_list)

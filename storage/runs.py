@@ -33,6 +33,7 @@ class RunStore(StoreBase):
         super().__init__(engine)
         self._known_schemas: set[str] = set()
         """Schema hashes this process knows are stored: each is written once, then referenced."""
+        self._digests: dict[int, tuple[dict[str, Any], str]] = {}
 
     def start_attempt(
         self,
@@ -56,7 +57,7 @@ class RunStore(StoreBase):
             "id": attempt.get("id") or new_id(),
             "started_at": attempt.get("started_at") or utcnow(),
         }
-        digest = values["schema_hash"] = schema_digest(schema) if schema is not None else None
+        digest = values["schema_hash"] = self._digest(schema) if schema is not None else None
         attempt_id: str = values["id"]
 
         def work(connection: Connection) -> str:
@@ -73,6 +74,15 @@ class RunStore(StoreBase):
             return attempt_id if row_exists(connection, Attempt, attempt_id) else None
 
         return self._run_core("recording a request before sending it", work, landed=landed)
+
+    def _digest(self, schema: dict[str, Any]) -> str:
+        """``schema_digest``, computed once per schema object (a step passes the same one each time)."""
+        known = self._digests.get(id(schema))
+        if known is not None and known[0] is schema:
+            return known[1]
+        digest = schema_digest(schema)
+        self._digests[id(schema)] = (schema, digest)  # holding the schema keeps its id from being reused
+        return digest
 
     def finish_attempt(self, fence: Fence, attempt_id: str, **values: Any) -> None:
         """Complete an in-flight attempt row with what came back."""

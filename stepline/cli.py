@@ -722,6 +722,12 @@ def validate() -> None:
     from flows.schedules import schedule_problems
 
     problems.extend(schedule_problems(settings))
+    try:
+        warnings = _probe_log().warnings(settings)
+    except ConfigError as exc:
+        warnings = [exc.message]
+    for warning in warnings:  # advice, not a failure: the exit code stays
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     for problem in problems:
         err.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False)
     if problems:
@@ -731,6 +737,85 @@ def validate() -> None:
         f"ok: {len(settings.providers)} providers, {len(settings.models)} models, "
         f"{len(WORKFLOWS)} workflows, {steps} steps routable, {len(settings.schedules)} schedules valid"
     )
+
+
+def _probe_log() -> Any:
+    from flows.local_server import data_home
+    from steps.probe import ProbeLog
+
+    return ProbeLog(data_home() / "probes.json")
+
+
+@app.command()
+def probe(
+    model: Annotated[str, typer.Argument(help="A catalog model id, e.g. gpt-4o-mini.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="Set structured_mode in your catalog to the mode recommended."),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Instructor's logs.")] = False,
+) -> None:
+    """Which structured-output modes a model serves: one tiny request per mode, and the best one.
+
+    Each mode its provider kind allows gets one request (64 tokens at most, no retries): it
+    works (a valid answer), fails (with the failure class and what the provider said) or is
+    unsupported (not sent). json_schema is recommended when it works, then tools, then json.
+    The result is kept in $STEPLINE_HOME/probes.json, which `stepline validate` reads.
+    Exits 0 when a mode works, 1 when none does, 2 on bad input or an unreachable provider.
+    """
+    from stepline.errors import StepLineError
+    from steps.probe import Outcome, check_model_id, check_writable, probe_model, write_structured_mode
+    from steps.settings import catalog_path
+
+    settings = _load_catalog()
+    if not verbose:  # a failing mode is a result here, not a log line
+        logging.getLogger("instructor").setLevel(logging.CRITICAL)
+    try:
+        check_model_id(settings, model)
+        if write:  # refused before anything is sent
+            check_writable(catalog_path(), model)
+        with err.status(f"probing {model}…") as status:
+            report = probe_model(settings, model, on_mode=lambda m: status.update(f"probing {model}: {m}…"))
+        _probe_log().record(report)
+        recommended = report.recommended
+        written = False
+        if write and recommended is not None:
+            write_structured_mode(catalog_path(), model, recommended)
+            written = True
+    except StepLineError as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print(json.dumps({**report.as_json(), "written": written}), markup=False, highlight=False)
+    else:
+        table = Table("mode", "result", "latency", "detail")
+        for result in report.results:
+            colour = {Outcome.WORKS: "green", Outcome.ERROR: "red"}.get(result.outcome, "dim")
+            detail = f"{result.failure.value}: {result.message}" if result.failure else (result.message or "")
+            table.add_row(
+                result.mode.value,
+                f"[{colour}]{result.outcome.value}[/]",
+                "" if result.latency_ms is None else f"{result.latency_ms:.0f} ms",
+                escape(detail),
+            )
+        out.print(table)
+        configured = report.configured.value
+        if recommended is None:
+            out.print(f"no structured mode works on {escape(model)} (configured: {configured})")
+        else:
+            out.print(f"recommended: {recommended.value} (configured: {configured})", highlight=False)
+    if write and written:
+        err.print(
+            f"{_config_label(catalog_path())}: models.{model}.structured_mode = {recommended}",
+            markup=False,
+            highlight=False,
+        )
+    elif write:
+        err.print("nothing written: no mode works")
+    elif recommended is not None and recommended is not report.configured:
+        err.print(f"`stepline probe {model} --write` sets it in your catalog", markup=False, highlight=False)
+    if recommended is None:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from steps.errors import FailureClass, StepFailed
 
-__all__ = ["classify_exception", "classify_response", "retry_after_seconds"]
+__all__ = ["classify_exception", "classify_response", "provider_message", "retry_after_seconds"]
 
 _F = FailureClass
 
@@ -175,6 +175,17 @@ def classify_exception(exc: BaseException) -> FailureClass:
             if cls is not None and isinstance(link, cls):
                 return failure
     return _F.UNKNOWN
+
+
+def provider_message(exc: BaseException) -> str | None:
+    """What the provider said in an HTTP error's body (``error.message``, either wire format),
+    looking through wrappers; None when no error body came back."""
+    for link in _chain(exc):
+        if isinstance(getattr(link, "status_code", None), int):
+            message = _error_body(link)[2]
+            if message:
+                return message
+    return None
 
 
 def classify_response(response: Any) -> FailureClass | None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import httpx2
     import instructor
 
-__all__ = ["ModelClient", "ProviderPool", "capture_bodies", "write_ahead"]
+__all__ = ["ModelClient", "ProviderPool", "anthropic_output_schema", "capture_bodies", "write_ahead"]
 
 _BODIES: ContextVar[list[bytes] | None] = ContextVar("stepline_raw_bodies", default=None)
 _WRITE_AHEAD: ContextVar[Callable[[bytes | None], None] | None] = ContextVar(
@@ -92,16 +92,32 @@ class ModelClient:
     client: instructor.Instructor
     gate: Gate
 
-    def request_kwargs(self, sampling: dict[str, Any]) -> dict[str, Any]:
-        """Model name and the sampling values this provider's API accepts.
+    def request_kwargs(
+        self, sampling: dict[str, Any], schema: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Model name, the sampling values this provider's API accepts, and any structured-output
+        argument Instructor does not send itself.
 
         Anthropic's Messages API (SDK 2.x) takes no temperature, top_p or seed;
         only max_tokens (required) is sent there. Each attempt records the
         values actually sent, so the difference is visible, not hidden.
+
+        Anthropic in ``json_schema`` mode gets ``output_config.format`` built from ``schema`` (the
+        output model's JSON schema) here, because Instructor 1.17 cannot send it: its Anthropic
+        JSON_SCHEMA handler sends the beta ``output_format`` argument, which SDK 2.x's
+        ``messages.create()`` no longer has, so it warns and falls back to instructions in the
+        prompt. The client runs Instructor's ``ANTHROPIC_JSON`` mode instead (``_modes``), which
+        reads the JSON from the text block the constrained answer arrives in, and re-asks with it;
+        it also puts the schema in the system prompt, redundant under constrained decoding but
+        harmless, and kept rather than a handler of our own.
         """
         kwargs: dict[str, Any] = {"model": self.config.model}
         if self.provider.kind is ProviderKind.ANTHROPIC:
             kwargs["max_tokens"] = sampling.get("max_tokens") or 1024
+            if self.config.structured_mode is StructuredMode.JSON_SCHEMA and schema is not None:
+                kwargs["output_config"] = {
+                    "format": {"type": "json_schema", "schema": anthropic_output_schema(schema)}
+                }
             return kwargs
         for name in ("temperature", "top_p", "max_tokens", "seed"):
             if sampling.get(name) is not None:
@@ -241,11 +257,31 @@ def _modes() -> dict[ProviderKind, dict[StructuredMode, Any]]:
         ProviderKind.OPENAI_COMPATIBLE: openai_modes,
         ProviderKind.ANTHROPIC: {
             StructuredMode.TOOLS: Mode.ANTHROPIC_TOOLS,
+            # Not Mode.JSON_SCHEMA: Instructor's handler for it sends the beta `output_format`, gone
+            # from SDK 2.x. ANTHROPIC_JSON parses the text answer; `output_config` is added by
+            # ModelClient.request_kwargs.
+            StructuredMode.JSON_SCHEMA: Mode.ANTHROPIC_JSON,
             StructuredMode.JSON: Mode.ANTHROPIC_JSON,
         },
         # llama.cpp decodes under a grammar built from the JSON schema.
         ProviderKind.EMBEDDED: {StructuredMode.JSON_SCHEMA: Mode.JSON_SCHEMA},
     }
+
+
+def anthropic_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` in the subset Anthropic's ``output_config.format`` accepts.
+
+    The API compiles the schema into a grammar and refuses what the grammar cannot express:
+    every object needs ``additionalProperties: false``, and numeric bounds, string lengths,
+    ``maxItems``, a ``minItems`` other than 0 or 1 and string formats outside a short list are
+    rejected. The SDK's own ``transform_schema`` makes exactly these changes (dropped keywords
+    move into the description, as hints); Pydantic still validates the answer against the full
+    schema.
+    """
+    import anthropic
+
+    transformed: dict[str, Any] = anthropic.transform_schema(schema)
+    return transformed
 
 
 _GRAMMAR_MAX_LENGTH = 512

@@ -622,7 +622,7 @@ class StepExecutor:
                         response_model=step.output_model,
                         max_retries=_reask_policy(step.max_reasks, attempts),
                         hooks=hooks,
-                        **client.request_kwargs(call.sampling),
+                        **client.request_kwargs(call.sampling, call.schema),
                     )
             except Exception as exc:
                 if attempts.pending is not None:

@@ -66,7 +66,8 @@ class StructuredMode(StrEnum):
     TOOLS = "tools"
     """Function/tool calling with the output schema as the tool's parameters."""
     JSON_SCHEMA = "json_schema"
-    """Response-format JSON schema (OpenAI) or grammar-constrained decoding (embedded)."""
+    """Native constrained decoding from the JSON schema: ``response_format`` (OpenAI),
+    ``output_config.format`` (Anthropic), a llama.cpp grammar (embedded)."""
     JSON = "json"
     """JSON mode plus the schema in the prompt, for servers with neither of the above."""
 
@@ -74,7 +75,7 @@ class StructuredMode(StrEnum):
 SUPPORTED_MODES: dict[ProviderKind, frozenset[StructuredMode]] = {
     ProviderKind.OPENAI: frozenset(StructuredMode),
     ProviderKind.OPENAI_COMPATIBLE: frozenset(StructuredMode),
-    ProviderKind.ANTHROPIC: frozenset({StructuredMode.TOOLS, StructuredMode.JSON}),
+    ProviderKind.ANTHROPIC: frozenset(StructuredMode),
     # llama.cpp decodes under a grammar built from the JSON schema.
     ProviderKind.EMBEDDED: frozenset({StructuredMode.JSON_SCHEMA}),
 }

@@ -165,6 +165,14 @@ structured_mode = "tools"
 input_price = 3.0
 output_price = 15.0
 
+[models.claude-schema]
+provider = "anthropic"
+model = "claude-test"
+tier = "capable"
+structured_mode = "json_schema"
+input_price = 3.0
+output_price = 15.0
+
 [models.smollm2]
 provider = "local"
 model = "SmolLM2-135M-Instruct"

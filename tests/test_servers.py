@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anthropic
+import jsonschema
 import openai
 import pytest
 from pydantic import BaseModel, Field
@@ -471,6 +472,80 @@ def test_anthropic_default_reply_is_guessed_from_tool_schema(
     block = _ant_tool_call(ant).content[0]
     assert block.type == "tool_use"
     Person.model_validate(block.input)
+
+
+def test_anthropic_output_config_answer_is_text_following_the_schema(
+    ant_server: AnthropicServer, ant: anthropic.Anthropic
+) -> None:
+    schema = anthropic.transform_schema(Person)
+    message = ant.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=256,
+        messages=MESSAGES,
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    (block,) = message.content
+    assert block.type == "text"
+    assert message.stop_reason == "end_turn"
+    # What the grammar enforces is the transformed schema (Person's min 2 tags became a hint).
+    jsonschema.validate(json.loads(block.text), schema)
+    assert ant_server.last_request.body["output_config"]["format"]["schema"] == schema
+
+
+@pytest.mark.parametrize(
+    ("output_config", "says"),
+    [
+        ("json", "output_config: Input should be a valid dictionary"),
+        ({"format": {"type": "json_object", "schema": {}}}, "output_config.format.type"),
+        ({"format": {"type": "json_schema"}}, "output_config.format.schema: Field required"),
+        ({"format": {"type": "json_schema", "schema": {}, "name": "x"}}, "output_config.format.name"),
+        ({"effort": "extreme"}, "output_config.effort"),
+        ({"formats": {}}, "output_config.formats: Extra inputs are not permitted"),
+        (  # the raw Pydantic schema, not transformed: objects lack additionalProperties false
+            {"format": {"type": "json_schema", "schema": PERSON_SCHEMA}},
+            "'additionalProperties' must be explicitly set to false (at /)",
+        ),
+        (
+            {
+                "format": {
+                    "type": "json_schema",
+                    "schema": {**anthropic.transform_schema(Person), "$defs": {}},
+                }
+            },
+            None,
+        ),
+        (
+            {
+                "format": {
+                    "type": "json_schema",
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"age": {"type": "integer", "minimum": 0}},
+                    },
+                }
+            },
+            "'minimum' is not supported (at /properties/age)",
+        ),
+    ],
+)
+def test_anthropic_malformed_output_config_is_a_400(
+    ant_server: AnthropicServer, ant: anthropic.Anthropic, output_config: Any, says: str | None
+) -> None:
+    def send() -> Any:
+        return ant.messages.create(
+            model="claude-sonnet-4-6", max_tokens=256, messages=MESSAGES, output_config=output_config
+        )
+
+    if says is None:
+        send()
+        return
+    with pytest.raises(anthropic.BadRequestError) as info:
+        send()
+    assert info.value.status_code == 400
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["error"]["type"] == "invalid_request_error"
+    assert says in info.value.body["error"]["message"]
 
 
 # --- server mechanics -----------------------------------------------------------

@@ -3,12 +3,14 @@ Anthropic, and the embedded model, through the real SDKs and a real Prefect flow
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
 
 from flows.instances import run_workflow
 from flows.runtime import Runtime
+from steps.providers import anthropic_output_schema
 from storage.models import InstanceStatus
 from tests.flows.helpers import INPUT, VALID, Invoice, invoice_workflow
 from tests.servers import AnthropicServer, OpenAIServer, ok
@@ -23,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
         ("gpt-schema", "openai", "openai"),
         ("compat-test", "private", "compat"),
         ("claude-test", "anthropic", "anthropic"),
+        ("claude-schema", "anthropic", "anthropic"),
     ],
 )
 def test_api_providers_return_the_typed_output(
@@ -81,6 +84,55 @@ def test_api_providers_return_the_typed_output(
     assert attempt.request_messages[-1]["content"] == f"Invoice: {INPUT['text']}"
     assert attempt.latency_ms is not None
     assert attempt.latency_ms > 0
+
+
+def test_tools_and_json_schema_give_the_same_output_on_both_wire_formats(
+    make_runtime: Callable[[], Runtime], openai_server: OpenAIServer, anthropic_server: AnthropicServer
+) -> None:
+    """Unscripted, each server answers with an instance of the schema its request carried: the
+    tool's parameters, ``response_format`` or ``output_config.format``, as constrained decoding
+    would."""
+    runtime = make_runtime()
+    outputs = {}
+    for model_id in ("gpt-test", "gpt-schema", "claude-test", "claude-schema"):
+        result = run_workflow(invoice_workflow(model_id), INPUT, runtime)
+        assert result.status is InstanceStatus.COMPLETED, model_id
+        outputs[model_id] = result.output
+        detail = runtime.store.instance_detail(result.instance_id)
+        assert detail is not None
+        (attempt,) = detail.attempts
+        assert attempt.raw_response is not None  # the body, kept as received
+        body = json.loads(attempt.raw_response)
+        if model_id.startswith("claude"):
+            (block,) = body["content"]
+            answer = json.dumps(block["input"]) if block["type"] == "tool_use" else block["text"]
+        else:
+            message = body["choices"][0]["message"]
+            answer = (
+                message["tool_calls"][0]["function"]["arguments"]
+                if model_id == "gpt-test"
+                else message["content"]
+            )
+        assert Invoice.model_validate_json(answer) == result.output
+    assert len({output.model_dump_json() for output in outputs.values() if output}) == 1, outputs
+
+    gpt_tools, gpt_schema = (request.body for request in openai_server.requests)
+    assert gpt_tools["tools"]
+    assert "response_format" not in gpt_tools
+    assert gpt_schema["response_format"]["type"] == "json_schema"
+    assert gpt_schema["response_format"]["json_schema"]["schema"]["properties"].keys() == VALID.keys()
+    assert "tools" not in gpt_schema
+    assert "tool_choice" not in gpt_schema
+
+    claude_tools, claude_schema = (request.body for request in anthropic_server.requests)
+    assert claude_tools["tools"]
+    assert "output_config" not in claude_tools
+    assert claude_schema["output_config"] == {
+        "format": {"type": "json_schema", "schema": anthropic_output_schema(Invoice.model_json_schema())}
+    }
+    assert claude_schema["output_config"]["format"]["schema"]["additionalProperties"] is False
+    assert "tools" not in claude_schema
+    assert "tool_choice" not in claude_schema
 
 
 def test_prompt_versions_are_shared_until_the_text_changes(

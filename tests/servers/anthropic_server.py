@@ -44,7 +44,12 @@ class AnthropicServer(FakeLLMServer):
       goes out as a ``text`` block with stop_reason ``end_turn`` instead (this
       is also what ``invalid_json`` always does: a model that "fails to call
       the tool" and writes prose);
-    * no tools: a single ``text`` block holding the reply text.
+    * no tools: a single ``text`` block holding the reply text. With
+      ``output_config.format`` (structured outputs) that is the JSON answer,
+      and an unscripted reply is an instance of its schema; a malformed
+      ``output_config``, or a schema structured outputs cannot compile, gets
+      the real API's 400 ``invalid_request_error``
+      (``output_config_problem``).
 
     ``truncated`` is a text block with stop_reason ``max_tokens`` (a cut-off
     tool call has no valid object to put in ``input``).  ``refusal`` (and
@@ -67,6 +72,8 @@ class AnthropicServer(FakeLLMServer):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return ("messages: at least one message is required", "messages")
+        if body.get("output_config") is not None:
+            return output_config_problem(body["output_config"])
         return None
 
     @staticmethod
@@ -161,6 +168,98 @@ class AnthropicServer(FakeLLMServer):
 
     def response_headers(self) -> list[tuple[str, str]]:
         return [("request-id", random_id("req_01", 22)), ("anthropic-organization-id", "00000000-test")]
+
+
+_EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
+_UNSUPPORTED_KEYWORDS = frozenset(
+    {
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "maxItems",
+        "uniqueItems",
+        "minProperties",
+        "maxProperties",
+    }
+)
+"""Bounds the grammar compiler refuses (the SDK's ``transform_schema`` moves them into descriptions)."""
+_STRING_FORMATS = frozenset(
+    {"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6", "uuid"}
+)
+
+
+def output_config_problem(value: Any) -> tuple[str, str | None] | None:
+    """Why the Messages API would refuse ``output_config`` with a 400, or None.
+
+    Checks the envelope (``{"effort"?, "format"?: {"type": "json_schema", "schema": {...}}}``)
+    and the schema subset structured outputs accept: every object schema sets
+    ``additionalProperties: false``, no numeric / length / item-count bounds (``minItems`` 0
+    or 1 only), supported string formats only.
+    """
+    if not isinstance(value, Mapping):
+        return ("output_config: Input should be a valid dictionary", "output_config")
+    for key in value:
+        if key not in ("effort", "format"):
+            return (f"output_config.{key}: Extra inputs are not permitted", f"output_config.{key}")
+    effort = value.get("effort")
+    if effort is not None and effort not in _EFFORTS:
+        return (f"output_config.effort: Input should be one of {sorted(_EFFORTS)}", "output_config.effort")
+    fmt = value.get("format")
+    if fmt is None:
+        return None
+    where = "output_config.format"
+    if not isinstance(fmt, Mapping):
+        return (f"{where}: Input should be a valid dictionary", where)
+    if fmt.get("type") != "json_schema":
+        return (f"{where}.type: Input should be 'json_schema'", f"{where}.type")
+    for key in fmt:
+        if key not in ("type", "schema"):
+            return (f"{where}.{key}: Extra inputs are not permitted", f"{where}.{key}")
+    schema = fmt.get("schema")
+    if not isinstance(schema, Mapping):
+        return (f"{where}.schema: Field required (a JSON schema object)", f"{where}.schema")
+    problem = _schema_problem(schema, "")
+    return (f"{where}.schema: {problem}", f"{where}.schema") if problem else None
+
+
+def _schema_problem(schema: Any, path: str) -> str | None:
+    """The first part of ``schema`` structured outputs cannot compile, as the API words it."""
+    if isinstance(schema, list):
+        for index, item in enumerate(schema):
+            found = _schema_problem(item, f"{path}/{index}")
+            if found:
+                return found
+        return None
+    if not isinstance(schema, Mapping):
+        return None
+    at = path or "/"
+    if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
+        return f"For 'object' type, 'additionalProperties' must be explicitly set to false (at {at})"
+    unsupported = sorted(_UNSUPPORTED_KEYWORDS & set(schema))
+    if unsupported:
+        return f"'{unsupported[0]}' is not supported (at {at})"
+    if schema.get("minItems") not in (None, 0, 1):
+        return f"'minItems' values other than 0 or 1 are not supported (at {at})"
+    fmt = schema.get("format")
+    if schema.get("type") == "string" and fmt is not None and fmt not in _STRING_FORMATS:
+        return f"string format {fmt!r} is not supported (at {at})"
+    for key in ("properties", "$defs", "definitions"):
+        children = schema.get(key)
+        if isinstance(children, Mapping):
+            for name, child in children.items():
+                found = _schema_problem(child, f"{path}/{key}/{name}")
+                if found:
+                    return found
+    for key in ("items", "anyOf", "allOf", "oneOf"):
+        if key in schema:
+            found = _schema_problem(schema[key], f"{path}/{key}")
+            if found:
+                return found
+    return None
 
 
 def _as_object(text: str) -> dict[str, Any] | None:

@@ -99,9 +99,9 @@ def test_embedded_model_file_ships_in_the_wheel() -> None:
         ("[retry]\nbase_delay_s = -1\n", "retry.base_delay_s"),
         ('[notify]\nurls = "json://x"\n', "notify.urls"),
         (
-            '[providers.p]\nkind = "anthropic"\n[models.m]\nprovider = "p"\nmodel = "c"\n'
-            'structured_mode = "json_schema"\n',
-            "not supported by anthropic providers",
+            '[providers.p]\nkind = "embedded"\nprivate = true\n[models.m]\nprovider = "p"\nmodel = "c"\n'
+            'structured_mode = "tools"\n',
+            "not supported by embedded providers",
         ),
     ],
 )

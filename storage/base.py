@@ -18,9 +18,8 @@ session would then take it for a stored row and skip its INSERT.
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
-import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -33,6 +32,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from storage.db import db_reason, release_engine, safe_url
 from storage.errors import DatabaseFailed
 from storage.models import Attempt, StepRun, WorkflowInstance
+from storage.sqlite_writer import sqlite_writer
 
 __all__ = ["StoreBase", "insert_rows", "row_exists", "row_values", "update_row"]
 
@@ -61,28 +61,6 @@ def _dropped(dialect: str) -> Callable[[BaseException], bool]:
         return isinstance(exc, OperationalError) and dialect != "sqlite"
 
     return check
-
-
-_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
-_WRITERS_LOCK = threading.Lock()
-
-
-def _sqlite_writer(engine: Engine) -> threading.RLock | None:
-    """The lock this process's threads take in turn to write a SQLite file; None on PostgreSQL.
-
-    SQLite lets one transaction write at a time. A thread that finds the file locked by
-    another of this process's threads gets SQLITE_BUSY, and the busy handler sleeps 1, 2,
-    5, 10 ms... before it looks again, while the holder needs ~0.2 ms: 16 threads writing
-    steps spent most of their time asleep. Waiting on a lock here wakes as soon as it is free.
-    Other processes still meet SQLite's own lock and busy timeout.
-    """
-    if engine.dialect.name != "sqlite":
-        return None
-    lock = _WRITERS.get(engine)
-    if lock is None:
-        with _WRITERS_LOCK:
-            lock = _WRITERS.setdefault(engine, threading.RLock())
-    return lock
 
 
 class StoreBase:
@@ -128,11 +106,11 @@ class StoreBase:
         times the SQL itself on SQLite (bench/attempt_writes.py prints both).
         ``work`` commits; what it has not committed is rolled back.
         """
-        lock = _sqlite_writer(self.engine)
-        if lock is None:
+        writer = sqlite_writer(self.engine)
+        if writer is None:
             return self._retried(what, self.engine.connect, work, landed)
-        with lock:
-            return self._retried(what, self.engine.connect, work, landed)
+        with writer.lock:
+            return self._retried(what, functools.partial(writer.connect, self.engine), work, landed)
 
     def _retried(
         self,

@@ -28,6 +28,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from storage.errors import StorageError
 from storage.quick_read import HEAD_REVISION, check_sqlite_file
+from storage.sqlite_writer import close_writer
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -105,8 +106,10 @@ def release_engine(engine: Engine) -> None:
                 shared.users -= 1
                 if shared.users <= 0:
                     del _ENGINES[key]
+                    close_writer(engine)
                     engine.dispose()
                 return
+    close_writer(engine)
     engine.dispose()  # not shared (made elsewhere): closing it is the caller's intent
 
 

@@ -11,8 +11,9 @@ What it measures, interleaved round by round in one run, on Prefect's warm local
   (c) ``stepline replay <id>`` of an instance that paused at that step (the server refused its
       key with a 401 in an untimed ``stepline run`` just before): the replay sends the step again.
 
-Each is a fresh process. The clock starts just before ``Popen`` and stops at the request's
-arrival at the server (the server's own timestamp); the process's whole run is printed too.
+Each is a fresh process, with bytecode cached as on a user's machine. The clock starts just
+before ``Popen`` and stops at the request's arrival at the server (the server's own timestamp);
+the process's whole run is printed too.
 (a) gets ``PREFECT_API_URL``; (b) does not, so it finds the warm local server as a user's
 command does. Both share one SQLite store file across rounds (warm, as on a user's machine).
 
@@ -73,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         catalog.write_text(bench_catalog(server.base_url), encoding="utf-8")
         invoice = folder / "invoice.json"
         invoice.write_text(json.dumps(INPUT), encoding="utf-8")
-        base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+        base = {
+            k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PYTHONDONTWRITEBYTECODE")
+        }
+        # Bytecode cached as on a user's machine (round 0 writes it), though this environment may
+        # set PYTHONDONTWRITEBYTECODE: without it, every start compiles Stepline's own modules
+        # again, the bare script's one file not. In the temporary folder, not the sources'.
+        base["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
         base[BENCH_KEY_ENV] = "sk-bench"
         base["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT)])
         bare_env = {**base, "PREFECT_API_URL": api_url, "BENCH_BASE_URL": server.base_url}

@@ -19,9 +19,11 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from prefect import Flow, flow
 from pydantic import BaseModel, ValidationError
 
 from flows.engine import SCOPE, Scope
@@ -202,7 +204,14 @@ def run_instance(
 def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, owner: str) -> RunResult:
     token = SCOPE.set(scope)
     try:
-        output = workflow.flow.fn(inputs) if scope.inline else workflow.flow(inputs)
+        if scope.inline:
+            output = workflow.flow.fn(inputs)
+        else:
+            given = _INPUTS.set(inputs)
+            try:
+                output = _instance_flow(workflow)()
+            finally:
+                _INPUTS.reset(given)
         if not isinstance(output, workflow.output_model):
             raise DefinitionError(
                 f"workflow {workflow.name!r} returned {type(output).__name__}, "
@@ -249,6 +258,57 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
         scope.fence, InstanceStatus.COMPLETED, output=output.model_dump(mode="json")
     )
     return RunResult(scope.instance_id, InstanceStatus.COMPLETED, output)
+
+
+_INPUTS: ContextVar[BaseModel | None] = ContextVar("stepline_instance_input", default=None)
+_INSTANCE_FLOWS: dict[int, Flow[[], Any]] = {}
+_INSTANCE_FLOWS_LOCK = threading.Lock()
+
+
+def _instance_flow(workflow: Workflow) -> Flow[[], Any]:
+    """The flow an instance runs as: the workflow's own flow and options, without parameters.
+
+    Prefect keeps a flow run's parameters in its own database and shows them in its UI,
+    so an instance's input (personal data, for a workflow with a pii step) would be
+    copied out of Stepline's store; it stays there, as a batch's instances' inputs
+    already do, and the flow run is named ``<flow>-<instance id prefix>`` instead
+    (``stepline show`` finds it). Prefect also no longer encodes the input on every
+    instance (through FastAPI's encoder, whose import a command's first run waited on).
+    """
+    original = workflow.flow
+    found = _INSTANCE_FLOWS.get(id(original))
+    if found is None:
+        with _INSTANCE_FLOWS_LOCK:
+
+            def body() -> Any:
+                given = _INPUTS.get()
+                assert given is not None, "_run_held sets the instance's input before its flow runs"
+                return original.fn(given)
+
+            def run_name() -> str:
+                scope = SCOPE.get()
+                return f"{original.name}-{scope.instance_id[:8]}" if scope is not None else original.name
+
+            found = flow(
+                name=original.name,
+                flow_run_name=run_name,
+                description=original.description,
+                version=original.version,
+                retries=original.retries,
+                retry_delay_seconds=original.retry_delay_seconds,
+                timeout_seconds=original.timeout_seconds,
+                log_prints=original.log_prints,
+                persist_result=original.persist_result,
+                task_runner=original.task_runner,
+                on_completion=original.on_completion_hooks,
+                on_failure=original.on_failure_hooks,
+                on_cancellation=original.on_cancellation_hooks,
+                on_crashed=original.on_crashed_hooks,
+                on_running=original.on_running_hooks,
+                validate_parameters=False,
+            )(body)
+            _INSTANCE_FLOWS[id(original)] = found  # ``found`` holds ``original``: its id is never reused
+    return found
 
 
 def _superseded(runtime: Runtime, scope: Scope, exc: BaseException) -> RunResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,33 @@ def blocked_action() -> str:
     from steps.errors import FailureClass
 
     return FailureClass.PII_BLOCKED.behaviour.action
+
+
+def test_the_input_is_not_copied_into_prefect(
+    runtime: Runtime, openai_server: OpenAIServer, private_server: OpenAIServer
+) -> None:
+    """Prefect's API never receives the instance's input: its flow run has no parameters."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    message, secrets = RECORDS["germany"]
+    private_server.default = ok({"name": None, "email": None, "phone": None, "account_id": None})
+    openai_server.default = public_answers
+
+    result = run_workflow(WORKFLOW, {"channel": "email", "message": message}, runtime)
+
+    assert result.status is InstanceStatus.COMPLETED, result.error
+    instance = runtime.store.get_instance(result.instance_id)
+    assert instance is not None
+    assert instance.flow_run_id is not None
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(instance.flow_run_id))
+        of_it = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+        task_runs = client.read_task_runs(flow_run_filter=of_it)
+    assert flow_run.parameters == {}
+    assert flow_run.name == f"customer-intake-{result.instance_id[:8]}"
+    assert len(task_runs) == 3  # one per step, as before
+    stored = (flow_run.model_dump_json() + "".join(t.model_dump_json() for t in task_runs)).casefold()
+    for secret in secrets:
+        for form in forms(secret):
+            assert form.casefold() not in stored, f"{secret!r} reached Prefect's API"

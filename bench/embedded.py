@@ -2,7 +2,7 @@
 
 What it measures, on the built-in catalog's ``smollm2`` model:
 
-  1. load time of the GGUF (``llama_cpp.Llama`` with the settings steps/providers.py uses);
+  1. load time of the GGUF (``llama_cpp.Llama`` with the settings steps/providers/embedded.py uses);
   2. plain generation speed: llama.cpp directly, a fixed prompt asking for a few paragraphs,
      ``max_tokens`` 128, temperature 0 (``--gen-runs`` runs; the tokens actually produced count);
   3. contract-review (flows/contract_review.py) over the sample contracts, run as

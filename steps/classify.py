@@ -5,16 +5,19 @@ For an HTTP error (every SDK status error carries its status and body), in order
 - a spent quota, on either wire format: OpenAI's ``insufficient_quota`` code
   or type, or an error body whose type or message speaks of billing, credit
   or a spend limit (``_QUOTA``), on 400, 402, 403 or 429;
-- the error type the body names (``_ERROR_BODY_TYPES``: Anthropic's
-  ``overloaded_error`` on a 503, say), for 5xx;
+- the error type the body names (``_ERROR_BODY_TYPES``, from the vendors:
+  Anthropic's ``overloaded_error`` on a 503, say), for 5xx;
 - the status itself (``_STATUS``).
 
-Other exceptions (Instructor's, the openai and anthropic SDKs', httpx's) go
-through ``_EXCEPTIONS``, most specific first. Response fields
-(``finish_reason``, ``refusal``, ``stop_reason``) are read by
-``classify_response``. ``tests/unit/test_classify.py`` fails if a public SDK
-exception class is left unmapped. SDK modules are only consulted if already
-imported, so classifying never pays for importing an SDK that was not used.
+Other exceptions go through ``_EXCEPTIONS``, most specific first: one table,
+assembled from Instructor's rows, each vendor module's rows
+(``steps.providers.registry``) and the transports' (httpx). A failure that
+names its own class (``StepFailed``, a function model's ``ModelFailure``) keeps
+it. Response fields (``finish_reason``, ``refusal``, ``stop_reason``) are read
+by each vendor's ``response_failure``. ``tests/unit/test_classify.py`` fails if
+a public exception class of a vendor's SDK is left unmapped. SDK modules are
+only consulted if already imported, so classifying never pays for importing
+an SDK that was not used.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -30,35 +33,30 @@ from typing import Any
 from pydantic import ValidationError
 
 from steps.errors import FailureClass, StepFailed
+from steps.providers.base import FailureRow
+from steps.providers.function import ModelFailure
+from steps.providers.registry import VENDORS, error_types, failure_rows
 
 __all__ = ["classify_exception", "classify_response", "provider_message", "retry_after_seconds"]
 
 _F = FailureClass
 
-# (defining module, attribute) -> class. A module that is not loaded cannot have
-# raised, so nothing is imported here.
-_EXCEPTIONS: tuple[tuple[str, str, FailureClass], ...] = (
+_INSTRUCTOR: tuple[FailureRow, ...] = (
     ("instructor.v2.core.errors", "IncompleteOutputException", _F.TRUNCATED),
     ("instructor.v2.core.errors", "ResponseParsingError", _F.SCHEMA_INVALID),
     ("instructor.v2.core.errors", "ModeError", _F.BAD_REQUEST),
     ("instructor.v2.core.errors", "ConfigurationError", _F.BAD_REQUEST),
-    ("openai", "APITimeoutError", _F.TIMEOUT),
-    ("openai", "APIConnectionError", _F.CONNECTION),
-    ("openai", "ContentFilterFinishReasonError", _F.CONTENT_FILTER),
-    ("openai", "LengthFinishReasonError", _F.TRUNCATED),
-    ("openai", "APIResponseValidationError", _F.SCHEMA_INVALID),
-    ("anthropic", "APITimeoutError", _F.TIMEOUT),
-    ("anthropic", "APIConnectionError", _F.CONNECTION),
-    ("anthropic", "APIResponseValidationError", _F.SCHEMA_INVALID),
-    ("anthropic", "CredentialsError", _F.AUTH),
-    ("anthropic", "WorkloadIdentityError", _F.AUTH),
-    ("anthropic", "RetryableError", _F.UNAVAILABLE),
-    # The SDKs (openai 3.x, anthropic 2.x) speak httpx2; plain httpx for other clients.
+)
+# The SDKs (openai 3.x, anthropic 2.x) speak httpx2; plain httpx for other clients.
+_TRANSPORTS: tuple[FailureRow, ...] = (
     ("httpx2", "TimeoutException", _F.TIMEOUT),
     ("httpx2", "TransportError", _F.CONNECTION),
     ("httpx", "TimeoutException", _F.TIMEOUT),
     ("httpx", "TransportError", _F.CONNECTION),
 )
+_EXCEPTIONS: tuple[FailureRow, ...] = (*_INSTRUCTOR, *failure_rows(), *_TRANSPORTS)
+"""(defining module, attribute) -> class, most specific first. A module that is not loaded
+cannot have raised, so nothing is imported here."""
 
 _STATUS: dict[int, FailureClass] = {
     400: _F.BAD_REQUEST,
@@ -77,17 +75,8 @@ _STATUS: dict[int, FailureClass] = {
     529: _F.OVERLOADED,
 }
 
-# Anthropic names the error in the body; an overloaded_error may come as 529 or 503.
-_ERROR_BODY_TYPES: dict[str, FailureClass] = {
-    "overloaded_error": _F.OVERLOADED,
-    "rate_limit_error": _F.RATE_LIMITED,
-    "authentication_error": _F.AUTH,
-    "permission_error": _F.AUTH,
-    "invalid_request_error": _F.BAD_REQUEST,
-    "not_found_error": _F.BAD_REQUEST,
-    "request_too_large": _F.BAD_REQUEST,
-    "api_error": _F.UNAVAILABLE,
-}
+_ERROR_BODY_TYPES: Mapping[str, FailureClass] = error_types()
+"""Error types named in an error body, which win over a 5xx status (Anthropic's, today)."""
 
 
 def _resolve(module: str, path: str) -> type[BaseException] | None:
@@ -163,7 +152,7 @@ def _status_class(exc: BaseException) -> FailureClass | None:
 def classify_exception(exc: BaseException) -> FailureClass:
     """The failure class of ``exc``, looking through wrappers such as InstructorRetryException."""
     for link in _chain(exc):
-        if isinstance(link, StepFailed):
+        if isinstance(link, StepFailed | ModelFailure):
             return link.failure
         if isinstance(link, ValidationError | json.JSONDecodeError):
             return _F.SCHEMA_INVALID
@@ -189,33 +178,23 @@ def provider_message(exc: BaseException) -> str | None:
 
 
 def classify_response(response: Any) -> FailureClass | None:
-    """A failure signalled in a successful HTTP response's fields, or ``None``.
+    """A failure signalled in a successful response's fields, or ``None``, whichever vendor sent it.
 
-    OpenAI: ``finish_reason`` content_filter -> content_filter, ``message.refusal``
-    -> refused, ``finish_reason`` length -> truncated. Anthropic: ``stop_reason``
-    refusal -> refused, max_tokens -> truncated.
+    The step runtime asks the model's own vendor (``Vendor.response_failure``); this reads a
+    response of unknown origin, each vendor's reader answering only for its own response shape.
     """
-    choices = getattr(response, "choices", None)
-    if choices:
-        choice = choices[0]
-        if choice.finish_reason == "content_filter":
-            return _F.CONTENT_FILTER
-        if getattr(choice.message, "refusal", None):
-            return _F.REFUSED
-        if choice.finish_reason == "length":
-            return _F.TRUNCATED
-        return None
-    stop_reason = getattr(response, "stop_reason", None)
-    if stop_reason == "refusal":
-        return _F.REFUSED
-    if stop_reason == "max_tokens":
-        return _F.TRUNCATED
+    for vendor in VENDORS.values():
+        failure = vendor.response_failure(response)
+        if failure is not None:
+            return failure
     return None
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:
     """The wait a 429/529/503 asked for (``retry-after-ms`` wins over ``retry-after``)."""
     for link in _chain(exc):
+        if isinstance(link, ModelFailure) and link.retry_after is not None:
+            return max(0.0, link.retry_after)
         response = getattr(link, "response", None)
         headers = getattr(response, "headers", None)
         if headers is None:

@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from steps.classify import classify_exception, classify_response, retry_after_seconds
+from steps.classify import classify_exception, retry_after_seconds
 from steps.definition import Prompt, Step
 from steps.errors import (
     DefinitionError,
@@ -127,41 +127,6 @@ def _json_safe(value: Any) -> Any:
     except (TypeError, ValueError):
         return repr(value)
     return value
-
-
-def _output_text(response: Any) -> str | None:
-    """The model's answer as text exactly as it arrived in the response fields."""
-    choices = getattr(response, "choices", None)
-    if choices:
-        message = choices[0].message
-        if message.tool_calls:
-            return str(message.tool_calls[0].function.arguments)
-        if message.content is not None:
-            return str(message.content)
-        return str(message.refusal) if message.refusal else None
-    content = getattr(response, "content", None)
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if getattr(block, "type", None) == "tool_use":
-                parts.append(json.dumps(block.input, ensure_ascii=False))
-            elif getattr(block, "type", None) == "text":
-                parts.append(block.text)
-        return "".join(parts)
-    return None
-
-
-def _usage(response: Any) -> tuple[int | None, int | None]:
-    usage = getattr(response, "usage", None)
-    if usage is None:
-        return None, None
-    tokens_in = getattr(usage, "prompt_tokens", None)
-    if tokens_in is None:
-        tokens_in = getattr(usage, "input_tokens", None)
-    tokens_out = getattr(usage, "completion_tokens", None)
-    if tokens_out is None:
-        tokens_out = getattr(usage, "output_tokens", None)
-    return tokens_in, tokens_out
 
 
 @dataclass(frozen=True)
@@ -326,11 +291,12 @@ class _Attempts:
         if record is None:
             return
         self._stamp(record)
-        record.raw_output = _output_text(response)
-        record.tokens_in, record.tokens_out = _usage(response)
+        vendor = self.client.vendor
+        record.raw_output = vendor.output_text(response)
+        record.tokens_in, record.tokens_out = vendor.usage(response)
         if record.tokens_in is not None or record.tokens_out is not None:
             record.cost_usd = self.client.config.cost(record.tokens_in or 0, record.tokens_out or 0)
-        record.response_failure = classify_response(response)
+        record.response_failure = vendor.response_failure(response)
 
     def on_parse_error(self, error: Exception, **_: Any) -> None:
         if self.pending is not None:

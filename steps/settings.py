@@ -12,6 +12,7 @@ import importlib.util
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +59,9 @@ class ProviderKind(StrEnum):
     """Ollama, vLLM, llama.cpp server...: OpenAI wire format, ``base_url`` required."""
     EMBEDDED = "embedded"
     """An in-process llama.cpp model loaded from a GGUF file; always private."""
+    FUNCTION = "function"
+    """A Python function as the model, for tests (``steps.providers.function``): set in code only,
+    since each of its models needs ``ModelConfig.function``, which a catalog file cannot hold."""
 
 
 class StructuredMode(StrEnum):
@@ -78,6 +82,7 @@ SUPPORTED_MODES: dict[ProviderKind, frozenset[StructuredMode]] = {
     ProviderKind.ANTHROPIC: frozenset(StructuredMode),
     # llama.cpp decodes under a grammar built from the JSON schema.
     ProviderKind.EMBEDDED: frozenset({StructuredMode.JSON_SCHEMA}),
+    ProviderKind.FUNCTION: frozenset(StructuredMode),
 }
 """Which structured-output modes each provider kind can serve (checked at config load)."""
 
@@ -151,6 +156,9 @@ class ModelConfig(_Strict):
     """Requests per minute this process may send (spaced evenly, never bursting above it)."""
     tpm: int | None = Field(default=None, ge=1)
     """Tokens per minute (prompt estimate plus max_tokens) this process may send."""
+    function: Callable[[Any], Any] | None = Field(default=None, exclude=True, repr=False)
+    """Function models only: the Python callable that answers (``steps.providers.function``).
+    Set in code; a catalog file cannot hold one."""
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         return (tokens_in * self.input_price + tokens_out * self.output_price) / 1_000_000
@@ -303,6 +311,11 @@ class Settings(BaseSettings):
                 )
             if model.gguf_path is not None and provider.kind is not ProviderKind.EMBEDDED:
                 raise ValueError(f"models.{model_id}: gguf_path only applies to embedded providers")
+            if (model.function is None) is (provider.kind is ProviderKind.FUNCTION):
+                raise ValueError(
+                    f"models.{model_id}: only a function provider's models have a function, and each "
+                    "of them needs one; they are set in code (tests), never in a catalog file"
+                )
             if model.structured_mode not in SUPPORTED_MODES[provider.kind]:
                 raise ValueError(
                     f"models.{model_id}: structured_mode {model.structured_mode.value!r} is not "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from steps.classify import classify_exception, classify_response, retry_after_seconds
 from steps.errors import FailureClass
+from steps.providers.registry import VENDORS
 
 
 def status_error(
@@ -91,24 +93,33 @@ NOT_RAISED_BY_CALLS = {
 }
 
 
-@pytest.mark.parametrize("module", [openai, anthropic])
-def test_no_sdk_exception_is_left_unmapped(module: object) -> None:
-    """Fails when an SDK upgrade adds an exception the table does not place."""
+SDK_MODULES = sorted({name for vendor in VENDORS.values() for name in vendor.sdk_modules})
+"""Every SDK a vendor module calls through; each must have its exceptions placed."""
+
+
+def test_both_sdks_are_checked_for_gaps() -> None:
+    assert {"openai", "anthropic"} <= set(SDK_MODULES)
+
+
+@pytest.mark.parametrize("name", SDK_MODULES)
+def test_no_sdk_exception_is_left_unmapped(name: str) -> None:
+    """Fails when an SDK upgrade adds an exception the table (assembled from the vendors) does not place."""
     from steps.classify import _EXCEPTIONS, _resolve
 
+    module = importlib.import_module(name)
     mapped = [c for m, p, _ in _EXCEPTIONS if (c := _resolve(m, p)) is not None]
-    status_base = module.APIStatusError  # type: ignore[attr-defined]
+    status_base = module.APIStatusError
     gaps = []
-    for name in dir(module):
-        cls = getattr(module, name)
-        if name.startswith("_") or name in NOT_RAISED_BY_CALLS:
+    for attr in dir(module):
+        cls = getattr(module, attr)
+        if attr.startswith("_") or attr in NOT_RAISED_BY_CALLS:
             continue
         if not (isinstance(cls, type) and issubclass(cls, Exception)):
             continue
-        if issubclass(cls, status_base) or name in {"APIError", "AnthropicError", "OpenAIError"}:
+        if issubclass(cls, status_base) or attr in {"APIError", "AnthropicError", "OpenAIError"}:
             continue  # classified by status code; bases are abstract
         if not any(issubclass(cls, c) for c in mapped):
-            gaps.append(name)
+            gaps.append(attr)
     assert gaps == []
 
 
@@ -260,7 +271,7 @@ def test_a_spent_quota_is_its_own_class_on_both_wire_formats(
 
 def test_embedded_grammar_caps_long_strings() -> None:
     """llama.cpp crashes on grammars for very long strings; the cap keeps the schema's shape."""
-    from steps.providers import _grammar_safe
+    from steps.providers.embedded import _grammar_safe
 
     schema: dict[str, Any] = {
         "type": "object",

@@ -267,7 +267,16 @@ def test_llama_cpp_server_fails_json_schema_and_serves_tools(
 ) -> None:
     cli = probe_cli[0]
     path = cli.folder / "stepline.toml"
-    path.write_text(path.read_text().replace(probe_cli[3].base_url, llama_server))
+    # A real model on a shared machine: give it time (SmolLM2 on one thread answers a probe in ~1 s
+    # when the machine is quiet, and took over 5 s while both cores were compiling).
+    text = path.read_text().replace(probe_cli[3].base_url, llama_server)
+    path.write_text(
+        text.replace(
+            f'base_url = "{llama_server}"\nprivate = true\ntimeout_s = 5.0',
+            f'base_url = "{llama_server}"\nprivate = true\ntimeout_s = 120.0',
+        )
+    )
+    assert "timeout_s = 120.0" in path.read_text()
 
     result = cli("probe", "local", "--json", "--write")
     assert result.returncode == 0, result.stderr

@@ -818,6 +818,184 @@ def probe(
         raise typer.Exit(1)
 
 
+_MAX_SAMPLES = 500
+
+
+def _count(option: str, value: str, low: int, high: int) -> int:
+    """An integer option checked here, so that a bad one is one line (exit 2), not a usage box."""
+    try:
+        number = int(value)
+    except ValueError:
+        _fail(f"{option} must be a whole number, got {value!r}")
+    if not low <= number <= high:
+        _fail(f"{option} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _temperature(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        _fail(f"--temperature must be a number between 0 and 2, got {value!r}")
+    if not 0.0 <= number <= 2.0:
+        _fail(f"--temperature must be between 0 and 2, got {value}")
+    return number
+
+
+@app.command()
+def consistency(
+    workflow: Annotated[str, typer.Argument(help="Workflow name, e.g. contract-review.")],
+    step: Annotated[str, typer.Argument(help="One of its steps, e.g. assess-risk.")],
+    input: Annotated[
+        str | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="The step's input as a JSON file, or - for stdin: for a first step, the workflow's "
+            "input as `stepline run` takes it.",
+        ),
+    ] = None,
+    samples: Annotated[
+        str, typer.Option("--samples", "-n", help=f"Samples per temperature, 2 to {_MAX_SAMPLES}.")
+    ] = "10",
+    temperature: Annotated[
+        str | None,
+        typer.Option(help="Also sample as many times at this temperature (0 to 2), for comparison."),
+    ] = None,
+    from_history: Annotated[
+        bool,
+        typer.Option(
+            "--from-history",
+            help="Instead: stored answers of the step for the same input that disagree (read-only).",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Instructor's logs.")] = False,
+) -> None:
+    """How consistently a step answers one input: per output field, the share of samples that agree.
+
+    Runs the step N times through the step executor (routing, retries, re-asks; no workflow
+    instance, no Prefect) at its configured sampling and, with --temperature, N more times at
+    that temperature. Choices, booleans, numbers and lists are judged against the step's
+    consistency_threshold; free text is counted, not judged. The result is stored (the TUI's
+    prompts screen shows it). Exits 0 when consistent at the configured sampling, 1 when not,
+    2 on bad input. --from-history compares stored answers of the step instead (1 if any disagree).
+    """
+    from stepline.errors import StepLineError
+
+    if from_history:
+        if input is not None or temperature is not None:
+            _fail("--from-history compares stored answers: it takes no --input or --temperature")
+        _consistency_history(workflow, step, as_json)
+        return
+    if input is None:
+        _fail("--input is required: the step's input as a JSON file (or --from-history)")
+    count = _count("--samples", samples, 2, _MAX_SAMPLES)
+    compare_at = _temperature(temperature)
+    payload, where = _read_input(input)
+    _prepare_flows(verbose, local_server=False)  # the registry imports Prefect; no server is needed
+    logging.getLogger("instructor").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    from flows.engine import with_current_prompt
+    from flows.registry import get_workflow
+    from flows.sink import CODE_AUTHOR
+    from stepline.consistency import (
+        report_json,
+        report_table,
+        step_input,
+        to_row,
+        unsent_warnings,
+        verdict_lines,
+    )
+    from steps.consistency import probe_consistency
+
+    try:
+        chosen = get_workflow(workflow)
+        found = _step_of(chosen, step)
+        inputs = step_input(found, found is chosen.steps[0], payload, where)
+    except StepLineError as exc:
+        _fail(str(exc))
+    store, settings = _open_store_and_settings()
+    try:
+        found = with_current_prompt(found, store)
+        observed = store.median_latency_by_model()
+        with err.status(f"sampling {found.name}…") as status:
+
+            def on_sample(at: float | None, number: int) -> None:
+                status.update(f"sampling {found.name} at t={at:g}: {number}/{count}…")
+
+            report = probe_consistency(
+                settings,
+                found,
+                inputs,
+                count,
+                temperature=compare_at,
+                latency=lambda: observed,
+                prompt_version=lambda name, prompt: store.prompt_version(
+                    name, prompt.system, prompt.user, prompt.content_hash, CODE_AUTHOR
+                ),
+                on_sample=on_sample,
+            )
+        stored = store.add_consistency_run(to_row(report, chosen.name))
+    except StepLineError as exc:
+        _fail(str(exc))
+    for warning in unsent_warnings(report):
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
+    if as_json:
+        out.print(json.dumps(report_json(report, chosen.name, stored)), markup=False, highlight=False)
+    else:
+        out.print(
+            f"{escape(found.name)} in {escape(chosen.name)}: {count} samples per temperature on "
+            f"{escape(where)} (input digest {report.input_digest[:16]}), threshold "
+            f"{report.threshold:.2f}",
+            highlight=False,
+        )
+        out.print(report_table(report))
+        for line in verdict_lines(report):
+            out.print(line, markup=False, highlight=False)
+    if not report.consistent:
+        raise typer.Exit(1)
+
+
+def _step_of(workflow: Any, name: str) -> Any:
+    """The workflow's step called ``name``, or an ``InputError`` listing them."""
+    from steps.errors import InputError
+
+    for candidate in workflow.steps:
+        if candidate.name == name:
+            return candidate
+    names = ", ".join(s.name for s in workflow.steps)
+    raise InputError(f"workflow {workflow.name} has no step {name!r}; its steps: {names}")
+
+
+def _consistency_history(workflow: str, step: str, as_json: bool) -> None:
+    """Stored answers of ``step`` whose inputs share a digest but whose judged fields differ."""
+    _prepare_flows(False, local_server=False)
+    from flows.registry import get_workflow
+    from stepline.consistency import history_json, history_lines
+    from stepline.errors import StepLineError
+    from steps.consistency import history_disagreements
+
+    try:
+        chosen = get_workflow(workflow)
+        found = _step_of(chosen, step)
+    except StepLineError as exc:
+        _fail(str(exc))
+    store = _open_store()
+    try:
+        report = history_disagreements(store.step_answers(chosen.name, found.name), found.output_model)
+    except StepLineError as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print(json.dumps(history_json(report, chosen.name, found.name)), markup=False, highlight=False)
+    else:
+        for line in history_lines(report, chosen.name, found.name):
+            out.print(line, markup=False, highlight=False)
+    if report.groups:
+        raise typer.Exit(1)
+
+
 @app.command()
 def schedules(
     prefect_yaml: Annotated[

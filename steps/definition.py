@@ -186,6 +186,10 @@ class Step(Generic[InT, OutT]):
     """After re-asks fail, try once more on a more capable eligible model before review."""
     retry: RetryPolicy | None = None
     """Retry policy for transient failures; ``None`` uses the catalog's ``[retry]``."""
+    consistency_threshold: float = 0.9
+    """The share of samples that must agree on each field for ``stepline consistency`` to call
+    the step consistent (0 < x <= 1): the same input classified one way 80% of the time and
+    another 20% is inconsistent at 0.9."""
 
     def __post_init__(self) -> None:
         where = f"step {self.name!r}"
@@ -204,6 +208,11 @@ class Step(Generic[InT, OutT]):
             raise DefinitionError(f"{where}: max_reasks must be >= 0")
         if len(set(self.fallbacks)) != len(self.fallbacks) or self.model in self.fallbacks:
             raise DefinitionError(f"{where}: a model appears twice in its fallback chain")
+        if not 0.0 < self.consistency_threshold <= 1.0:
+            raise DefinitionError(
+                f"{where}: consistency_threshold must be above 0 and at most 1, "
+                f"got {self.consistency_threshold!r}"
+            )
 
     @property
     def effective_sampling(self) -> Sampling:

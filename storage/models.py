@@ -1,4 +1,4 @@
-"""The persisted record: workflow instances, step runs, attempts, prompt versions.
+"""The persisted record: workflow instances, step runs, attempts, prompt versions, probes.
 
 Tables are created and upgraded only by the Alembic migrations in
 ``storage/migrations``; these classes describe the same schema for queries.
@@ -25,6 +25,7 @@ from storage.states import REPLAYABLE, InstanceStatus, ReviewStatus, StepRunStat
 __all__ = [
     "REPLAYABLE",
     "Attempt",
+    "ConsistencyRun",
     "InstanceStatus",
     "Notification",
     "OutputSchema",
@@ -313,6 +314,44 @@ class Notification(SQLModel, table=True):
     body: str = Field(sa_column=Column(Text, nullable=False))
     delivered: bool = False
     error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class ConsistencyRun(SQLModel, table=True):
+    """One ``stepline consistency`` probe: a step sampled N times on one input, per-field agreement.
+
+    The samples themselves are not stored (they made no instance); what they agreed on is.
+    ``compare_*`` hold the same figures at the ``--temperature`` asked for, when one was.
+    """
+
+    __tablename__ = "consistency_run"
+    __table_args__ = (Index("ix_consistency_step_created", "step", "created_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    workflow: str = Field(max_length=100)
+    step: str = Field(max_length=100)
+    input_digest: str = Field(max_length=64)
+    """SHA-256 of the step input's canonical JSON (``steps.consistency.input_digest``)."""
+    samples: int
+    """Samples per temperature."""
+    threshold: float
+    """The step's ``consistency_threshold`` at the time."""
+    temperature: float | None = None
+    """The step's configured (effective) temperature."""
+    agreement: Any = _json(nullable=False)
+    """Per field (dotted path): ``{"kind", "agreement", "distinct", "values": [[value, count]]}``."""
+    failed: int = 0
+    verdict: str = Field(max_length=20)
+    """``consistent`` or ``inconsistent``, at the configured sampling."""
+    compare_temperature: float | None = None
+    compare_agreement: Any = _json()
+    compare_failed: int | None = None
+    compare_verdict: str | None = Field(default=None, max_length=20)
+    model_id: str = Field(max_length=300)
+    """The catalog model(s) that answered, most samples first, comma-separated."""
+    prompt_version_id: str | None = Field(default=None, foreign_key="prompt_version.id", max_length=32)
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

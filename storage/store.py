@@ -8,6 +8,7 @@
       reviews.py    review items and notifications
       prompts.py    prompt versions and the one an operator chose
       reports.py    costs and latencies
+      consistency.py  consistency probes' results, and a step's stored answers to compare
 
 Every method is one short transaction that commits before it returns. An
 attempt's row is written when its request is about to be sent and completed
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from storage.consistency import ConsistencyStore
 from storage.errors import DatabaseFailed, LeaseLost, StorageError
 from storage.fencing import Fence
 from storage.instances import Claim, InstanceDetail, InstanceStore
@@ -39,7 +41,7 @@ __all__ = [
 ]
 
 
-class Store(InstanceStore, RunStore, ReviewStore, PromptStore, ReportStore):
+class Store(InstanceStore, RunStore, ReviewStore, PromptStore, ReportStore, ConsistencyStore):
     """The database as Stepline uses it; safe to share between threads."""
 
     def __init__(self, engine: Engine) -> None:

@@ -1,6 +1,6 @@
 """A small store with fixed ids, times and outputs, for snapshots and for provoking failures:
 an instance that needs review (with its failed attempt, schema and open review), a completed
-one, one paused on a rate limit, a prompt version and a notification."""
+one, one paused on a rate limit, a prompt version, a consistency probe and a notification."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlmodel import Session
 from storage.db import open_engine
 from storage.models import (
     Attempt,
+    ConsistencyRun,
     InstanceStatus,
     Notification,
     OutputSchema,
@@ -29,6 +30,18 @@ from tests.flows.helpers import Invoice
 WHEN = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 RAW = '{"vendor": "[bold red]Acme[/]", "total": "lots", "currency": "EUR", "note": "\\u001b[31m"}'
 
+PROBE_AT_0 = {
+    "vendor": {"kind": "text", "agreement": 1.0, "distinct": 1, "values": [["Acme", 10]]},
+    "total": {"kind": "number", "agreement": 1.0, "distinct": 1, "values": [[120.5, 10]]},
+    "currency": {"kind": "choice", "agreement": 1.0, "distinct": 1, "values": [["EUR", 10]]},
+}
+PROBE_AT_07 = {
+    "vendor": {"kind": "text", "agreement": 0.6, "distinct": 3, "values": [["Acme", 6], ["ACME GmbH", 3]]},
+    "total": {"kind": "number", "agreement": 1.0, "distinct": 1, "values": [[120.5, 10]]},
+    "currency": {"kind": "choice", "agreement": 0.8, "distinct": 2, "values": [["EUR", 8], ["USD", 2]]},
+}
+"""A probe of extract-invoice at its temperature 0 and at 0.7: the seed's 80/20 on its currency."""
+
 
 def seeded(folder: Path) -> Iterator[Store]:
     """The store, open; closed when the generator is."""
@@ -38,6 +51,26 @@ def seeded(folder: Path) -> Iterator[Store]:
     )
     with store.engine.begin() as conn:  # a fixed time, for the screens that show it
         conn.execute(update(PromptVersion).values(created_at=WHEN))
+    store.add_consistency_run(
+        ConsistencyRun(
+            id="c" * 32,
+            workflow="file-invoice",
+            step="extract-invoice",
+            input_digest="d" * 64,
+            samples=10,
+            threshold=0.9,
+            temperature=0.0,
+            agreement=PROBE_AT_0,
+            verdict="consistent",
+            compare_temperature=0.7,
+            compare_agreement=PROBE_AT_07,
+            compare_failed=0,
+            compare_verdict="inconsistent",
+            model_id="gpt-test",
+            prompt_version_id=prompt,
+            created_at=WHEN,
+        )
+    )
     with Session(store.engine) as session:
         for n, (workflow, status, step, failure) in enumerate(
             [

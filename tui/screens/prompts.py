@@ -1,4 +1,8 @@
-"""Prompts: every step's versions, and an editor that saves a new version after showing the diff."""
+"""Prompts: every step's versions, and an editor that saves a new version after showing the diff.
+
+The steps list also shows each step's latest consistency probe (``stepline consistency``): a
+column with its verdict, and a pane with the highlighted step's newest probes field by field.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static, TextArea
 
-from storage.models import PromptVersion
+from steps.consistency import FieldAgreement, FieldKind, judged
+from storage.models import ConsistencyRun, PromptVersion, as_utc
 from storage.store import Store
 from tui import actions
 from tui.editor import edit_or_say
@@ -45,11 +50,17 @@ class PromptsScreen(Screen[None]):
             markup=False,
         )
         yield DataTable(id="steps", cursor_type="row", zebra_stripes=True)
+        with Vertical(id="consistency-pane", classes="pane") as pane:
+            pane.border_title = "consistency"
+            yield Static(id="consistency-empty", classes="empty", markup=False)
+            yield DataTable(id="consistency", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#steps", DataTable)
-        table.add_columns("step", "versions", "in use", "newest (UTC)")
+        table.add_columns("step", "versions", "in use", "newest (UTC)", "consistency")
+        probes = self.query_one("#consistency", DataTable)
+        probes.add_columns("when (UTC)", "t", "field", "agreement", "verdict")
         self.action_reload()
         table.focus()
         refresh_while_shown(self, self.action_reload)
@@ -62,6 +73,7 @@ class PromptsScreen(Screen[None]):
         versions: dict[str, list[PromptVersion]] = {}
         for version in self.store.prompt_versions():
             versions.setdefault(version.step, []).append(version)
+        probes = self.store.latest_consistency()
         rows = [
             (
                 step,
@@ -70,12 +82,47 @@ class PromptsScreen(Screen[None]):
                     str(len(found)),
                     "chosen in the TUI" if self.store.current_prompt(step, fresh=True) else "from code",
                     found[0].created_at.strftime("%Y-%m-%d %H:%M"),
+                    _verdict(probes[step]) if step in probes else Text("not probed", style="dim"),
                 ),
             )
             for step, found in sorted(versions.items())
         ]
-        refill(self.query_one("#steps", DataTable), rows)
+        table = self.query_one("#steps", DataTable)
+        refill(table, rows)
         self.query_one("#prompts-empty", Static).display = not rows
+        self._show_consistency(self._step_at_cursor())
+
+    def _step_at_cursor(self) -> str | None:
+        table = self.query_one("#steps", DataTable)
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    @on(DataTable.RowHighlighted, "#steps")
+    @guarded("the consistency probes could not be read")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_consistency(None if event.row_key.value is None else str(event.row_key.value))
+
+    def _show_consistency(self, step: str | None) -> None:
+        """The step's newest probes, field by field at each temperature sampled."""
+        pane = self.query_one("#consistency-pane", Vertical)
+        table = self.query_one("#consistency", DataTable)
+        empty = self.query_one("#consistency-empty", Static)
+        pane.display = step is not None
+        if step is None:
+            return
+        pane.border_title = f"consistency: {step}"
+        probes = self.store.consistency_runs(step, limit=_PROBES_SHOWN)
+        table.clear()
+        for probe in probes:
+            for row in _probe_rows(probe):
+                table.add_row(*row)
+        table.display = bool(probes)
+        empty.display = not probes
+        empty.update(
+            f"Not probed yet. `stepline consistency <workflow> {step} --input F --samples 10` runs "
+            "it 10 times on one input and shows how often its answers agree."
+        )
 
     @guarded("the replays did not start")
     def action_replay_step(self) -> None:
@@ -108,6 +155,47 @@ class PromptsScreen(Screen[None]):
     def _open(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
             self.app.push_screen(PromptScreen(self.store, event.row_key.value))
+
+
+_PROBES_SHOWN = 3
+"""The newest probes the pane shows (each a few rows: one per field and temperature)."""
+
+
+def _verdict(probe: ConsistencyRun) -> Text:
+    """``0.80 low``: the least agreeing judged field, against the step's threshold."""
+    fields = [FieldAgreement.from_json(path, data) for path, data in (probe.agreement or {}).items()]
+    lowest = min((f.agreement for f in judged(fields)), default=0.0)
+    ok = probe.verdict == "consistent"
+    return Text(f"{lowest:.2f} {'ok' if ok else 'low'}", style="green" if ok else "red")
+
+
+def _probe_rows(probe: ConsistencyRun) -> list[tuple[str | Text, ...]]:
+    when = as_utc(probe.created_at).strftime("%m-%d %H:%M")
+    rows: list[tuple[str | Text, ...]] = []
+    for temperature, agreement, verdict in (
+        (probe.temperature, probe.agreement, probe.verdict),
+        (probe.compare_temperature, probe.compare_agreement, probe.compare_verdict),
+    ):
+        if agreement is None or verdict is None:
+            continue
+        judgement = Text(verdict, style="green" if verdict == "consistent" else "red")
+        for path, data in agreement.items():
+            found = FieldAgreement.from_json(path, data)
+            share = (
+                f"{found.distinct} distinct"
+                if found.kind is FieldKind.TEXT
+                else f"{found.agreement:.2f} ({round(found.agreement * probe.samples)}/{probe.samples})"
+            )
+            rows.append(
+                (
+                    when,
+                    "?" if temperature is None else f"{temperature:g}",
+                    literal(path),
+                    share,
+                    judgement if found.kind is not FieldKind.TEXT else Text("not judged", "dim"),
+                )
+            )
+    return rows
 
 
 class PromptScreen(Screen[None]):

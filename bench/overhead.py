@@ -441,14 +441,18 @@ def component_timers() -> Iterator[dict[str, list[float]]]:
     wrap(flows.engine, "_execute", "_execute (inside the Prefect task)")
     wrap(StepExecutor, "run", "StepExecutor.run")
     wrap(StepExecutor, "_call", "StepExecutor._call (Instructor + HTTP + attempt writes)")
-    for name, member in list(vars(Store).items()):
-        if inspect.isfunction(member) and not name.startswith("__"):
+    own = set(vars(Store))
+    for name, _member in inspect.getmembers(Store, inspect.isfunction):  # the aggregates' methods too
+        if not name.startswith("__"):
             wrap(Store, name, f"Store.{name}", store=True)
     try:
         yield spans
     finally:
         for owner, name, original in reversed(patched):
-            setattr(owner, name, original)
+            if owner is Store and name not in own:
+                delattr(Store, name)  # inherited: the override goes, the aggregate's method shows again
+            else:
+                setattr(owner, name, original)
 
 
 def print_breakdown(spans: dict[str, list[float]], steps: int) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import itertools
 import json
 import types
 import typing
@@ -42,7 +41,7 @@ from steps.definition import Prompt, Sampling, Step
 from steps.errors import FailureClass, InputError, StepFailed
 
 if TYPE_CHECKING:
-    from steps.runtime import AttemptRecord
+    from steps.runtime import MemorySink
     from steps.settings import Settings
 
 __all__ = [
@@ -294,27 +293,6 @@ class ConsistencyReport:
         return self.configured.consistent
 
 
-class _Sink:
-    """Attempts kept in memory: a probe creates no instance, step run or attempt row."""
-
-    def __init__(self, prompt_version: Callable[[str, Prompt], str] | None) -> None:
-        self.finished: list[AttemptRecord] = []
-        self._ids = itertools.count(1)
-        self._prompt_version = prompt_version
-        self.version_id: str | None = None
-
-    def prompt_version(self, step: str, prompt: Prompt) -> str:
-        if self.version_id is None:
-            self.version_id = self._prompt_version(step, prompt) if self._prompt_version else "probe"
-        return self.version_id
-
-    def attempt_started(self, record: AttemptRecord) -> str:
-        return f"consistency-{next(self._ids)}"
-
-    def attempt_finished(self, record: AttemptRecord) -> None:
-        self.finished.append(record)
-
-
 def with_temperature(step: Step[Any, Any], temperature: float) -> Step[Any, Any]:
     """``step`` with its temperature overridden (its other sampling values kept)."""
     try:
@@ -340,13 +318,13 @@ def probe_consistency(
     Raises ``InputError`` for a bad count or temperature, ``ConfigError`` when the step cannot
     be routed and ``StepFailed`` at the first endpoint failure (``ENDPOINT_FAILURES``).
     """
-    from steps.runtime import StepExecutor
+    from steps.runtime import MemorySink, StepExecutor
 
     if samples < 2:
         raise InputError(f"--samples must be at least 2 to compare anything, got {samples}")
     compared_step = with_temperature(step, temperature) if temperature is not None else None
     executor = StepExecutor(settings, latency=latency)
-    sink = _Sink(prompt_version)
+    sink = MemorySink("consistency", prompt_version)
     try:
         configured = _series(executor, step, inputs, samples, sink, on_sample)
         compared = (
@@ -369,7 +347,7 @@ def _series(
     step: Step[Any, Any],
     inputs: BaseModel,
     samples: int,
-    sink: _Sink,
+    sink: MemorySink,
     on_sample: Callable[[float | None, int], None] | None,
 ) -> Series:
     temperature = step.effective_sampling.temperature

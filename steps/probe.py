@@ -16,7 +16,6 @@ the file as it was. This module prints nothing.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -170,23 +169,6 @@ def check_model_id(settings: Settings, model_id: str) -> None:
     )
 
 
-class _Sink:
-    """Attempts kept in memory: the probe records nothing in the store."""
-
-    def __init__(self) -> None:
-        self.finished: list[AttemptRecord] = []
-        self._ids = itertools.count(1)
-
-    def prompt_version(self, step: str, prompt: Prompt) -> str:
-        return "probe"
-
-    def attempt_started(self, record: AttemptRecord) -> str:
-        return f"probe-{next(self._ids)}"
-
-    def attempt_finished(self, record: AttemptRecord) -> None:
-        self.finished.append(record)
-
-
 def probe_model(
     settings: Settings,
     model_id: str,
@@ -199,7 +181,7 @@ def probe_model(
     ``StepFailed`` when the provider cannot be reached or refuses the key or the account,
     whatever the mode (``_ENDPOINT_FAILURES``).
     """
-    from steps.runtime import StepExecutor
+    from steps.runtime import MemorySink, StepExecutor
 
     check_model_id(settings, model_id)
     config = settings.models[model_id]
@@ -227,7 +209,7 @@ def probe_model(
                 on_mode(mode)
             variant_id = variants[mode][0]
             step = replace(_PROBE_STEP, model=variant_id)
-            sink = _Sink()
+            sink = MemorySink("probe")
             try:
                 executor.run(step, _QUESTION, sink)
             except StepFailed as exc:

@@ -41,7 +41,7 @@ from steps.retry import RetryPolicy
 from steps.routing import Route, choose_route, escalation_route, fallback_chain
 from steps.settings import Settings
 
-__all__ = ["AttemptRecord", "AttemptSink", "StepExecutor", "validation_errors"]
+__all__ = ["AttemptRecord", "AttemptSink", "MemorySink", "StepExecutor", "validation_errors"]
 
 OutT = TypeVar("OutT", bound=BaseModel)
 
@@ -106,6 +106,37 @@ class AttemptSink(Protocol):
     def attempt_finished(self, record: AttemptRecord) -> None:
         """Durably complete the record of ``attempt_started`` with the outcome (raises as above)."""
         ...
+
+
+class MemorySink:
+    """An attempt sink that keeps the attempts in lists and writes nothing.
+
+    For the probes (``stepline probe``, ``stepline consistency``), which make no instance,
+    step run or attempt row, and for tests of the executor. ``prompt_version`` is asked once
+    for the id every attempt refers to (none: ``id_prefix``).
+    """
+
+    def __init__(
+        self, id_prefix: str = "memory", prompt_version: Callable[[str, Prompt], str] | None = None
+    ) -> None:
+        self.started: list[AttemptRecord] = []
+        self.finished: list[AttemptRecord] = []
+        self.version_id: str | None = None
+        self._prefix = id_prefix
+        self._ids = itertools.count(1)
+        self._prompt_version = prompt_version
+
+    def prompt_version(self, step: str, prompt: Prompt) -> str:
+        if self.version_id is None:
+            self.version_id = self._prompt_version(step, prompt) if self._prompt_version else self._prefix
+        return self.version_id
+
+    def attempt_started(self, record: AttemptRecord) -> str:
+        self.started.append(record)
+        return f"{self._prefix}-{next(self._ids)}"
+
+    def attempt_finished(self, record: AttemptRecord) -> None:
+        self.finished.append(record)
 
 
 def validation_errors(exc: BaseException, raw: str | None) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ and attempts go to an in-memory sink, our own double of the storage edge.
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from steps.definition import CLASSIFY, Prompt, Sensitivity, Step, Tier
 from steps.errors import ConfigError, FailureClass, StepFailed
 from steps.providers.function import Answer, FunctionRequest, ModelFailure, Reply
 from steps.retry import RetryPolicy
-from steps.runtime import AttemptRecord, StepExecutor
+from steps.runtime import MemorySink, StepExecutor
 from steps.settings import ModelConfig, ProviderConfig, ProviderKind, Settings, StructuredMode
 from tests.catalogs import use_catalog
 
@@ -51,25 +50,6 @@ FAST = RetryPolicy(
     jitter=0,
 )
 """Backoff of a millisecond or two; a retry-after still wins (``RetryPolicy.delay``)."""
-
-
-class MemorySink:
-    """The attempt sink, in a list: the storage edge's test double."""
-
-    def __init__(self) -> None:
-        self.started: list[AttemptRecord] = []
-        self.finished: list[AttemptRecord] = []
-        self._ids = itertools.count(1)
-
-    def prompt_version(self, step: str, prompt: Prompt) -> str:
-        return "v1"
-
-    def attempt_started(self, record: AttemptRecord) -> str:
-        self.started.append(record)
-        return f"attempt-{next(self._ids)}"
-
-    def attempt_finished(self, record: AttemptRecord) -> None:
-        self.finished.append(record)
 
 
 class Script:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from steps.errors import ConfigError, FailureClass
 from steps.providers import openai as openai_vendor
-from steps.providers.base import FailureRow, check_write_ahead, record_body, sampling_kwargs
+from steps.providers.base import FailureRow, check_write_ahead, record_body
 from steps.settings import ModelConfig, ProviderConfig, ProviderKind, StructuredMode, default_gguf_path
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ __all__ = ["VENDOR", "EmbeddedVendor"]
 _GRAMMAR_MAX_LENGTH = 512
 
 
-class EmbeddedVendor:
+class EmbeddedVendor(openai_vendor.OpenAIShaped):
     """llama.cpp in this process: grammar-constrained JSON, calls serialised per model."""
 
     kind: ClassVar[ProviderKind] = ProviderKind.EMBEDDED
@@ -51,20 +51,6 @@ class EmbeddedVendor:
         return instructor.Instructor(
             client=None, create=instructor.patch(create=create, mode=mode), mode=mode
         )
-
-    def request_kwargs(
-        self, config: ModelConfig, sampling: Mapping[str, Any], schema: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        return {"model": config.model, **sampling_kwargs(sampling)}
-
-    def output_text(self, response: Any) -> str | None:
-        return openai_vendor.output_text(response)
-
-    def usage(self, response: Any) -> tuple[int | None, int | None]:
-        return openai_vendor.usage(response)
-
-    def response_failure(self, response: Any) -> FailureClass | None:
-        return openai_vendor.response_failure(response)
 
 
 def _grammar_safe(schema: Any) -> Any:

@@ -95,7 +95,7 @@ def _rebuild(failure: FailureClass, message: str, retry_after: float | None) -> 
     return ModelFailure(failure, message, retry_after=retry_after)
 
 
-class FunctionVendor:
+class FunctionVendor(openai_vendor.OpenAIShaped):
     """Function models: Instructor's OpenAI modes over a ``create`` that calls the function."""
 
     kind: ClassVar[ProviderKind] = ProviderKind.FUNCTION
@@ -118,20 +118,6 @@ class FunctionVendor:
         return instructor.Instructor(
             client=None, create=instructor.patch(create=create, mode=mode), mode=mode
         )
-
-    def request_kwargs(
-        self, config: ModelConfig, sampling: Mapping[str, Any], schema: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        return {"model": config.model, **sampling_kwargs(sampling)}
-
-    def output_text(self, response: Any) -> str | None:
-        return openai_vendor.output_text(response)
-
-    def usage(self, response: Any) -> tuple[int | None, int | None]:
-        return openai_vendor.usage(response)
-
-    def response_failure(self, response: Any) -> FailureClass | None:
-        return openai_vendor.response_failure(response)
 
 
 def _function_create(config: ModelConfig, function: Callable[[FunctionRequest], Any]) -> Callable[..., Any]:

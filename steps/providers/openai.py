@@ -16,7 +16,7 @@ from steps.settings import ModelConfig, ProviderConfig, ProviderKind, Structured
 if TYPE_CHECKING:
     import instructor
 
-__all__ = ["FAILURES", "VENDOR", "OpenAIVendor", "output_text", "response_failure", "usage"]
+__all__ = ["FAILURES", "VENDOR", "OpenAIShaped", "OpenAIVendor", "output_text", "response_failure", "usage"]
 
 _F = FailureClass
 
@@ -78,7 +78,26 @@ def response_failure(response: Any) -> FailureClass | None:
     return None
 
 
-class OpenAIVendor:
+class OpenAIShaped:
+    """What every vendor whose answers are OpenAI chat completions shares: the sampling values
+    sent as they are, and the readers of the completion (the embedded and function vendors too)."""
+
+    def request_kwargs(
+        self, config: ModelConfig, sampling: Mapping[str, Any], schema: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        return {"model": config.model, **sampling_kwargs(sampling)}
+
+    def output_text(self, response: Any) -> str | None:
+        return output_text(response)
+
+    def usage(self, response: Any) -> tuple[int | None, int | None]:
+        return usage(response)
+
+    def response_failure(self, response: Any) -> FailureClass | None:
+        return response_failure(response)
+
+
+class OpenAIVendor(OpenAIShaped):
     """The openai SDK's client, Instructor's OpenAI modes, the sampling values sent as they are."""
 
     kind: ClassVar[ProviderKind] = ProviderKind.OPENAI
@@ -104,20 +123,6 @@ class OpenAIVendor:
         )
         closers.append(sdk.close)
         return instructor.from_openai(sdk, mode=self.modes()[config.structured_mode])
-
-    def request_kwargs(
-        self, config: ModelConfig, sampling: Mapping[str, Any], schema: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        return {"model": config.model, **sampling_kwargs(sampling)}
-
-    def output_text(self, response: Any) -> str | None:
-        return output_text(response)
-
-    def usage(self, response: Any) -> tuple[int | None, int | None]:
-        return usage(response)
-
-    def response_failure(self, response: Any) -> FailureClass | None:
-        return response_failure(response)
 
 
 VENDOR = OpenAIVendor()

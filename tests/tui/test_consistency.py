@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.text import Text
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from storage.db import open_engine
@@ -23,6 +25,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
     yield from seeded(tmp_path)
 
 
+async def open_prompts(pilot: Pilot[Any]) -> None:
+    """The prompts screen (``p``), once the first page has loaded."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.press("p")
+    await pilot.pause()
+
+
 def cells(table: DataTable[object]) -> list[list[str]]:
     return [[str(cell) for cell in table.get_row_at(n)] for n in range(table.row_count)]
 
@@ -31,9 +40,7 @@ def test_the_steps_latest_probe_is_shown_field_by_field_at_each_temperature(stor
     async def scenario() -> None:
         app = StepLineApp(store)
         async with app.run_test(size=(80, 24)) as pilot:
-            await app.workers.wait_for_complete()
-            await pilot.press("p")
-            await pilot.pause()
+            await open_prompts(pilot)
             screen = app.screen
             assert isinstance(screen, PromptsScreen)
             verdict = screen.query_one("#steps", DataTable).get_row("extract-invoice")[4]
@@ -72,9 +79,7 @@ def test_a_newer_probe_shows_first_and_sets_the_verdict(store: Store) -> None:
     async def scenario() -> None:
         app = StepLineApp(store)
         async with app.run_test(size=(80, 24)) as pilot:
-            await app.workers.wait_for_complete()
-            await pilot.press("p")
-            await pilot.pause()
+            await open_prompts(pilot)
             steps = app.screen.query_one("#steps", DataTable)
             verdict = steps.get_row("extract-invoice")[4]
             assert isinstance(verdict, Text)
@@ -92,9 +97,7 @@ def test_a_step_never_probed_says_how_to_probe_it(tmp_path: Path) -> None:
     async def scenario() -> None:
         app = StepLineApp(store)
         async with app.run_test(size=(80, 24)) as pilot:
-            await app.workers.wait_for_complete()
-            await pilot.press("p")
-            await pilot.pause()
+            await open_prompts(pilot)
             verdict = app.screen.query_one("#steps", DataTable).get_row("assess-risk")[4]
             assert isinstance(verdict, Text)
             assert verdict.plain == "not probed"

@@ -3,11 +3,17 @@
 Self-contained on purpose (no Stepline import): openai + pydantic + prefect, the same tools
 request and parse as Stepline's one-step invoice workflow, against ``$BENCH_BASE_URL``.
 Prefect's flow-run heartbeat is off, as in Stepline (``[workers] prefect_heartbeat_s``).
+With ``BENCH_GC_STARTUP=1`` it starts as ``stepline`` does (``stepline/launch.py``): the cyclic
+collector off while it imports, then what was built frozen and the collector on, as its task starts.
 """
 
 from __future__ import annotations
 
+import gc
 import os
+
+if os.environ.get("BENCH_GC_STARTUP") == "1":
+    gc.disable()
 from typing import Any, Literal
 
 import openai
@@ -39,6 +45,9 @@ REQUEST: dict[str, Any] = {
 
 @task(name="bare-call", cache_policy=NO_CACHE, persist_result=False)
 def call() -> Invoice:
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
     client = openai.OpenAI(base_url=os.environ["BENCH_BASE_URL"], api_key="sk-bench", max_retries=0)
     completion = client.chat.completions.create(**REQUEST)
     arguments = (completion.choices[0].message.tool_calls or [])[0].function.arguments

@@ -1,3 +1,3 @@
-from stepline.cli import main
+from stepline.launch import main
 
 main()

@@ -129,6 +129,7 @@ def _drive(label: str, work: Any) -> Any:
     """Run ``work(on_step)`` under a progress line; turn Stepline's errors into exit codes."""
     from flows.local_server import ensure_prefect_api
     from stepline.errors import StepLineError
+    from stepline.launch import startup_done
     from storage.errors import DatabaseFailed
 
     calls = 0
@@ -136,6 +137,7 @@ def _drive(label: str, work: Any) -> Any:
 
         def on_step(step: str) -> None:
             nonlocal calls
+            startup_done()  # Prefect's flow run and the step's modules are loaded by now
             calls += 1
             status.update(f"{label}: model call {calls} ({step})…")
 
@@ -256,6 +258,7 @@ def _run_batch(
     per_instance: bool = False,
 ) -> None:
     from stepline.batch_view import BatchView
+    from stepline.launch import startup_done
 
     _prepare_flows(verbose)
     from flows.batch import read_items, run_batch
@@ -283,6 +286,7 @@ def _run_batch(
         )
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    startup_done()  # a batch runs for minutes: the collector is back on before it starts
     try:
         with view:
             report = run_batch(

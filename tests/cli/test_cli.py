@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +218,27 @@ def test_the_api_key_appears_in_no_output_log_or_database_file(cli: Cli, openai_
     assert len(stored) > 10_000
     assert key.encode() not in stored
     assert (cli.database.stat().st_mode & 0o777) == 0o600
+
+
+SITE = """
+import atexit, gc, sys
+full = []
+gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2 and full.append(1))
+atexit.register(lambda: print("gc:", gc.isenabled(), gc.get_freeze_count(), len(full), file=sys.stderr))
+"""
+
+
+def test_a_run_starts_with_the_collector_off_then_freezes_its_start(cli: Cli, tmp_path: Path) -> None:
+    """stepline/launch.py: a start walks no full collection over its own heap; the collector is
+    on again (the start's objects frozen) by the time the run's step goes out and at exit."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE, encoding="utf-8")
+    cli.env["PYTHONPATH"] = os.pathsep.join([str(site), cli.env["PYTHONPATH"]])
+    result = cli("run", "contract-review", "--input", str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("gc:")]
+    enabled, frozen, full = line.split()[1:]
+    assert enabled == "True"
+    assert int(frozen) > 100_000  # Prefect, the store, the SDK: the start's long-lived objects
+    assert int(full) <= 3, line

@@ -41,6 +41,11 @@ def loaded_after(statement: str) -> set[str]:
         ),
         # Flows never reach the UI.
         ("import flows.engine, flows.registry", {"textual", "tui"}),
+        # A run of a team's workflow does not build the shipped ones (flows/registry.py).
+        (
+            "import flows.instances, flows.registry",
+            {"flows.contract_review", "flows.customer_intake", "textual", "tui"},
+        ),
         # The TUI starts fast: storage and the UI-free diagnosis, never Prefect or an SDK.
         (
             "import tui.app, tui.screens.instance, tui.screens.attempt",

@@ -1,7 +1,7 @@
 """Where steps meet Prefect: ``run_step`` and the scope of one instance's flow run.
 
 ``run_step`` is what a workflow's ``@flow`` calls: it runs the step as a
-Prefect task named after the step, records a StepRun and every attempt, and
+Prefect task named after the step, records its step run and every attempt, and
 returns the validated output (or raises ``StepFailed``). On a replay, a step
 whose output is already known (completed earlier, or approved by a reviewer)
 returns that output without calling any provider.
@@ -32,7 +32,7 @@ from flows.sink import StoreSink
 from steps.definition import Prompt, Sensitivity, Step
 from steps.errors import FailureClass, StepFailed, StepLineError, Superseded
 from steps.pii import PiiGuard
-from storage.models import StepRun, StepRunStatus
+from storage.models import NewStepRun, StepRunStatus
 from storage.store import Fence, LeaseLost, StorageError, Store
 
 __all__ = ["SCOPE", "Scope", "run_step", "with_current_prompt"]
@@ -54,7 +54,7 @@ class Scope:
     on_step: Callable[[str], None] | None = None
     cancel: threading.Event | None = None
     """Set when the operator stops a batch: the instance pauses before its next step."""
-    failed_run: StepRun | None = None
+    failed_run: NewStepRun | None = None
     current_step: str | None = None
     """The step this flow run reached last (where an orchestrator failure stopped it)."""
     counts: Counter[str] = field(default_factory=Counter)
@@ -127,7 +127,7 @@ def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
     scope = _scope()
     store = scope.runtime.store
     step = with_current_prompt(step, store)
-    run = StepRun(
+    run = NewStepRun(
         instance_id=scope.instance_id,
         step=step.name,
         index=index,

@@ -8,7 +8,7 @@ from typing import Any
 from steps.definition import Prompt
 from steps.errors import Superseded
 from steps.runtime import AttemptRecord
-from storage.models import StepRun, StepRunStatus
+from storage.models import NewStepRun, StepRunStatus
 from storage.store import Fence, LeaseLost, StorageError, Store
 
 __all__ = ["CODE_AUTHOR", "StoreSink"]
@@ -34,7 +34,7 @@ class StoreSink:
     if one came, only as a superseded attempt for audit.
     """
 
-    def __init__(self, store: Store, fence: Fence, generation: int, run: StepRun) -> None:
+    def __init__(self, store: Store, fence: Fence, generation: int, run: NewStepRun) -> None:
         self.store = store
         self.fence = fence
         self.generation = generation

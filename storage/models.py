@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "Attempt",
     "ConsistencyRun",
     "InstanceStatus",
+    "NewStepRun",
     "Notification",
     "OutputSchema",
     "PromptCurrent",
@@ -207,6 +209,39 @@ class StepRun(SQLModel, table=True):
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
     finished_at: datetime | None = _time()
+
+
+@dataclass(frozen=True, slots=True)
+class NewStepRun:
+    """A step run about to be written: its values, without a ``StepRun`` object.
+
+    On every step's path: building a table model object cost about 0.17 ms (pydantic
+    inspects each default factory's signature on every construction, and SQLAlchemy
+    instruments each attribute set), more than the INSERT that writes it.
+    """
+
+    instance_id: str
+    step: str
+    index: int
+    input: Any
+    generation: int = 0
+    id: str = field(default_factory=new_id)
+    started_at: datetime = field(default_factory=utcnow)
+
+    def row(self, **values: Any) -> tuple[type[StepRun], dict[str, Any]]:
+        """The row to INSERT (``storage.base.insert_rows``): running, or as ``values`` say."""
+        return StepRun, {
+            "id": self.id,
+            "instance_id": self.instance_id,
+            "step": self.step,
+            "index": self.index,
+            "generation": self.generation,
+            "input": self.input,
+            "status": StepRunStatus.RUNNING.value,
+            "attempts": 0,
+            "started_at": self.started_at,
+            **values,
+        }
 
 
 class Attempt(SQLModel, table=True):

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 from storage.db import HEAD_REVISION, StorageError, alembic_config, open_engine, release_engine, upgrade
-from storage.models import Attempt, InstanceStatus, Notification, StepRun, StepRunStatus
+from storage.models import Attempt, InstanceStatus, NewStepRun, Notification, StepRun, StepRunStatus
 from storage.store import Fence, LeaseLost, Store
 from tests.databases import database_url, postgres_rows, sqlite_rows
 
@@ -115,6 +115,51 @@ def test_instance_step_run_and_attempts_round_trip(store: Store) -> None:
     assert store.count_attempts(instance.id) == 1
     assert [i.id for i in store.list_instances(status="failed")] == [instance.id]
     assert store.find_instance(instance.id[:8])[0].id == instance.id
+
+
+def test_a_new_step_run_is_written_with_its_first_request_or_with_its_end(store: Store) -> None:
+    """The engine's path: a step run as plain values (``NewStepRun``), never a model object."""
+    instance = store.create_instance("contract-review", {"n": 1}, "ana", worker="w")
+    fence = Fence(instance.id, instance.fence)
+    version = store.prompt_version("extract", "sys", "user", "h1", "ana")
+    asked = NewStepRun(instance_id=instance.id, step="extract", index=0, input={"text": "x"}, generation=2)
+    attempt_id = store.start_attempt(fence, attempt(instance.id, asked.id, version, 1), step_run=asked)
+    store.finish_step_run(
+        fence,
+        asked.id,
+        StepRunStatus.COMPLETED,
+        attempts=1,
+        model_id="m",
+        output={"ok": True},
+        last_attempt=(attempt_id, {"raw_output": "{}", "finished_at": datetime.now(UTC)}),
+    )
+    never_asked = NewStepRun(instance_id=instance.id, step="assess", index=0, input={"text": "y"})
+    store.finish_step_run(
+        fence, never_asked.id, StepRunStatus.FAILED, attempts=0, failure_class="quota", insert=never_asked
+    )
+
+    detail = store.instance_detail(instance.id)
+    assert detail is not None
+    runs = {run.step: run for run in detail.step_runs}
+    assert (runs["extract"].status, runs["extract"].generation, runs["extract"].input) == (
+        "completed",
+        2,
+        {"text": "x"},
+    )
+    assert (runs["extract"].output, runs["extract"].model_id, runs["extract"].attempts) == (
+        {"ok": True},
+        "m",
+        1,
+    )
+    assert runs["extract"].started_at is not None
+    assert runs["extract"].finished_at is not None
+    assert (runs["assess"].status, runs["assess"].failure_class, runs["assess"].input) == (
+        "failed",
+        "quota",
+        {"text": "y"},
+    )
+    (stored,) = detail.attempts
+    assert (stored.step_run_id, stored.raw_output) == (asked.id, "{}")
 
 
 def test_a_stale_token_writes_nothing(store: Store) -> None:

@@ -88,7 +88,7 @@ class Scope:
 _log = logging.getLogger("stepline")
 
 SCOPE: ContextVar[Scope | None] = ContextVar("stepline_instance", default=None)
-_TASKS: dict[int, Task[..., Any]] = {}
+_TASKS: dict[tuple[int, bool], Task[..., Any]] = {}
 _CALL: ContextVar[tuple[BaseModel, int] | None] = ContextVar("stepline_step_call", default=None)
 """The inputs and index of the step whose task is being called.
 
@@ -159,8 +159,14 @@ def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
     return output
 
 
-def _task_for(step: Step[Any, OutT]) -> Task[..., OutT]:
-    key = id(step)
+def _task_for(step: Step[Any, OutT], *, named: bool) -> Task[..., OutT]:
+    """The Prefect task running ``step`` (one per step, built once).
+
+    ``named``: each task run is named after its instance too, for a batch's flow run, which holds
+    many instances' task runs. An instance's own flow run is named after the instance already, and
+    Prefect inspects a naming callable's signature on every task run, so there it is left out.
+    """
+    key = (id(step), named)
     found = _TASKS.get(key)
     if found is None:
         with _TASKS_LOCK:
@@ -170,15 +176,18 @@ def _task_for(step: Step[Any, OutT]) -> Task[..., OutT]:
                 assert given is not None, "run_step sets the step's inputs before calling its task"
                 return _execute(step, *given)
 
-            # Results live in Stepline's own store; Prefect's cache and result
-            # persistence would only add cost per step.
             def run_name() -> str:  # which instance: a batch's task runs share one flow run
                 scope = SCOPE.get()
                 return f"{step.name}-{scope.instance_id[:8]}" if scope is not None else step.name
 
-            found = task(name=step.name, task_run_name=run_name, cache_policy=NO_CACHE, persist_result=False)(
-                call
-            )
+            # Results live in Stepline's own store; Prefect's cache and result
+            # persistence would only add cost per step.
+            found = task(
+                name=step.name,
+                task_run_name=run_name if named else None,
+                cache_policy=NO_CACHE,
+                persist_result=False,
+            )(call)
             _TASKS[key] = found
     return found
 
@@ -224,7 +233,7 @@ def run_step(step: Step[Any, OutT], inputs: BaseModel) -> OutT:
         scope.on_step(step.name)
     token = _CALL.set((inputs, index))
     try:
-        output = _task_for(step)()
+        output = _task_for(step, named=scope.inline)()
     finally:
         _CALL.reset(token)
     if personal:

@@ -40,6 +40,8 @@ _BY_ID: dict[type[SQLModel], Any] = {}
 """``update_row``'s statement per table, built once."""
 _INSERTS: dict[Any, Any] = {}
 """``insert_rows``' statement per table, built once (on every step's path)."""
+_COLUMNS: dict[Any, tuple[str, ...]] = {}
+"""Each table's column names, read once (walking a ``ColumnCollection`` costs per row)."""
 
 T = TypeVar("T")
 C = TypeVar("C", Session, Connection)
@@ -194,7 +196,10 @@ def insert_rows(
         if isinstance(row, tuple):
             model, given = row
             table = model.__table__  # type: ignore[attr-defined]
-            values = {c.name: given.get(c.name) for c in table.columns}
+            names = _COLUMNS.get(table)
+            if names is None:
+                names = _COLUMNS[table] = tuple(c.name for c in table.columns)
+            values = {name: given.get(name) for name in names}
         else:
             table = type(row).__table__  # type: ignore[attr-defined]
             values = row_values(row)

@@ -138,11 +138,21 @@ def anthropic_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
     rejected. The SDK's own ``transform_schema`` makes exactly these changes (dropped keywords
     move into the description, as hints); Pydantic still validates the answer against the full
     schema.
+
+    Transformed once per schema object (a step passes the same one, ``Step.output_schema``), not
+    on every request. Shared: callers read it and must not change it.
     """
+    known = _TRANSFORMED.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
     import anthropic
 
     transformed: dict[str, Any] = anthropic.transform_schema(schema)
+    _TRANSFORMED[id(schema)] = (schema, transformed)  # holding the schema keeps its id from being reused
     return transformed
+
+
+_TRANSFORMED: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
 
 VENDOR = AnthropicVendor()

@@ -308,6 +308,8 @@ def test_the_input_is_not_copied_into_prefect(
     assert flow_run.parameters == {}
     assert flow_run.name == f"customer-intake-{result.instance_id[:8]}"
     assert len(task_runs) == 3  # one per step, as before
+    # Named after their steps (Prefect's own suffix): the flow run already names the instance.
+    assert {t.name.rsplit("-", 1)[0] for t in task_runs} == {step.name for step in WORKFLOW.steps}
     stored = (flow_run.model_dump_json() + "".join(t.model_dump_json() for t in task_runs)).casefold()
     for secret in secrets:
         for form in forms(secret):

@@ -275,6 +275,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
+    """The listen backlog: socketserver's default of 5 overflows when 16 clients connect at once."""
 
     def __init__(self, address: tuple[str, int], owner: FakeLLMServer) -> None:
         self.owner = owner

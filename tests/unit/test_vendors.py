@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from steps.classify import _ERROR_BODY_TYPES, _EXCEPTIONS, classify_exception
 from steps.errors import FailureClass
+from steps.providers import anthropic_output_schema
 from steps.providers.function import ModelFailure
 from steps.providers.registry import VENDORS
 from steps.settings import SUPPORTED_MODES, ModelConfig, ProviderKind, StructuredMode
@@ -55,3 +58,18 @@ def test_openai_shaped_vendors_send_the_sampling_that_is_set() -> None:
             "max_tokens": 64,
             "seed": 7,
         }
+
+
+def test_anthropics_schema_is_transformed_once_per_schema_and_never_changes_the_original() -> None:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 1}},
+        "required": ["n"],
+    }
+    first = anthropic_output_schema(schema)
+    assert anthropic_output_schema(schema) is first  # the step's one schema object: transformed once
+    assert first["additionalProperties"] is False
+    assert "additionalProperties" not in schema  # Pydantic still checks the answer against this one
+    assert schema["properties"]["n"]["minimum"] == 1
+    equal_but_other = {**schema}
+    assert anthropic_output_schema(equal_but_other) == first

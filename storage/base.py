@@ -32,6 +32,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from storage.db import db_reason, release_engine, safe_url
 from storage.errors import DatabaseFailed
 from storage.models import Attempt, StepRun, WorkflowInstance
+from storage.prepared import execute
 from storage.sqlite_writer import sqlite_writer
 
 __all__ = ["StoreBase", "insert_rows", "row_exists", "row_values", "update_row"]
@@ -166,8 +167,8 @@ def update_row(
     if statement is None:  # SET takes its columns from the parameters' keys, so one statement serves all
         table = model.__table__  # type: ignore[union-attr]
         statement = _BY_ID[model] = update(table).where(table.c.id == bindparam("row_id"))
-    result = session.execute(statement, {**values, "row_id": row_id})
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    result = execute(session, statement, {**values, "row_id": row_id})
+    if result.rowcount != 1:
         raise KeyError(f"no {model.__tablename__} with id {row_id}")
 
 
@@ -208,4 +209,4 @@ def insert_rows(
         statement = _INSERTS.get(table)
         if statement is None:
             statement = _INSERTS[table] = insert(table)
-        session.execute(statement, values_list)
+        execute(session, statement, values_list)

@@ -26,6 +26,7 @@ from sqlmodel import Session, col
 
 from storage.errors import LeaseLost
 from storage.models import WorkflowInstance, utcnow
+from storage.prepared import execute
 
 __all__ = ["Fence", "current", "guard", "handed_on"]
 
@@ -49,10 +50,10 @@ _GUARD = (
 
 def guard(connection: Session | Connection, fence: Fence) -> None:
     """Lock the instance row and check the token; ``LeaseLost`` if it moved on."""
-    result = connection.execute(
-        _GUARD, {"fence_id": fence.instance_id, "fence_token": fence.token, "fence_now": utcnow()}
+    result = execute(
+        connection, _GUARD, {"fence_id": fence.instance_id, "fence_token": fence.token, "fence_now": utcnow()}
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise LeaseLost(fence.instance_id, fence.token)
 
 

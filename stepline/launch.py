@@ -25,24 +25,34 @@ __all__ = ["STARTUP_GC_SECONDS", "collector_off_while_starting", "main", "startu
 STARTUP_GC_SECONDS = 10.0
 """The collector is back on after this long even if the command never said its start was over."""
 
-_started = threading.Lock()
+_lock = threading.Lock()
+_off_for_start = False
+"""Whether ``collector_off_while_starting`` turned the collector off (and nothing turned it on)."""
 
 
 def startup_done() -> None:
     """The command's modules are loaded: freeze them out of the collector's reach, turn it on.
 
-    Idempotent and thread-safe; a no-op when the collector was never turned off (the TUI, tests).
+    Idempotent and thread-safe; a no-op unless ``collector_off_while_starting`` turned the
+    collector off (the TUI, tests, code that disabled it for reasons of its own).
     """
-    with _started:
-        if gc.isenabled():
+    global _off_for_start
+    with _lock:
+        if not _off_for_start:
             return
+        _off_for_start = False
         gc.freeze()
         gc.enable()
 
 
 def collector_off_while_starting(seconds: float = STARTUP_GC_SECONDS) -> None:
     """Turn the collector off until ``startup_done``, or for ``seconds`` at most."""
-    gc.disable()
+    global _off_for_start
+    with _lock:
+        if not gc.isenabled():
+            return  # off already, by someone else: theirs to turn back on
+        gc.disable()
+        _off_for_start = True
     safety_net = threading.Timer(seconds, startup_done)
     safety_net.daemon = True
     safety_net.start()

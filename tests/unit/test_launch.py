@@ -51,13 +51,17 @@ def test_a_command_that_never_says_its_start_is_over_gets_the_collector_back() -
     assert out.split() == ["False", "True"]
 
 
-def test_the_collector_is_left_alone_when_it_was_never_turned_off() -> None:
+def test_the_collector_is_left_alone_when_the_launcher_did_not_turn_it_off() -> None:
     out = run_python(
         """
         import gc
-        from stepline.launch import startup_done
+        from stepline.launch import collector_off_while_starting, startup_done
+        startup_done()
+        print(gc.isenabled(), gc.get_freeze_count())
+        gc.disable()  # someone else's reasons
+        collector_off_while_starting(0.05)
         startup_done()
         print(gc.isenabled(), gc.get_freeze_count())
         """
     )
-    assert out.split() == ["True", "0"]
+    assert out.split() == ["True", "0", "False", "0"]

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-
-from storage.db import open_engine
 from storage.models import ConsistencyRun
 from storage.store import Store
-from tests.databases import database_url
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 SPLIT = {"risk_level": {"kind": "choice", "agreement": 0.8, "distinct": 2, "values": [["medium", 8]]}}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with database_url(request.param, tmp_path) as url:
-        store = Store(open_engine(url))
-        yield store
-        store.close()
 
 
 def probe(step: str, minutes: int, verdict: str) -> ConsistencyRun:

@@ -18,14 +18,6 @@ from storage.store import Fence, LeaseLost, Store
 from tests.databases import database_url, postgres_rows, sqlite_rows
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with database_url(request.param, tmp_path) as url:
-        store = Store(open_engine(url))
-        yield store
-        store.close()
-
-
 def schema(engine: Engine) -> dict[str, Any]:
     """Every table's columns, indexes and constraints, and the Alembic revision."""
     found: dict[str, Any] = {}

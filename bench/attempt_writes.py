@@ -42,7 +42,7 @@ from common import DEFAULT_PG, console, database_url, describe_url, print_table,
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
-    from storage.models import StepRun
+    from storage.models import NewStepRun
     from storage.store import Fence, Store
 
 COLUMNS = (
@@ -72,7 +72,7 @@ class ExtractedClauses(BaseModel):
     clauses: list[Clause] = Field(min_length=1, max_length=6)
 
 
-def fenced_writer(store: Store, fence: Fence, run: StepRun) -> Writer:
+def fenced_writer(store: Store, fence: Fence, run: NewStepRun) -> Writer:
     """The engine's two fenced writes per attempt; the first also writes ``run``."""
     pending = [run]
     schema = ExtractedClauses.model_json_schema()  # stored once, then referenced by hash
@@ -236,7 +236,7 @@ def row_kib() -> float:
 
 def bench_backend(url: str, args: argparse.Namespace) -> list[tuple[str, int, int, float, list[float]]]:
     from storage.db import open_engine
-    from storage.models import StepRun
+    from storage.models import NewStepRun
     from storage.store import Fence, Store
 
     store = Store(open_engine(url))
@@ -251,7 +251,7 @@ def bench_backend(url: str, args: argparse.Namespace) -> list[tuple[str, int, in
 
         def new_writer() -> Callable[[], float]:
             """A step run of its own, and a function writing its next attempt (ms taken)."""
-            run = StepRun(
+            run = NewStepRun(
                 instance_id=instance.id, step="extract-clauses", index=next(runs), input={"title": "MSA"}
             )
             write = fenced_writer(store, fence, run)

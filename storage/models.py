@@ -222,8 +222,8 @@ class NewStepRun:
 
     instance_id: str
     step: str
-    index: int
-    input: Any
+    index: int = 0
+    input: Any = None
     generation: int = 0
     id: str = field(default_factory=new_id)
     started_at: datetime = field(default_factory=utcnow)

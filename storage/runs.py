@@ -49,7 +49,7 @@ class RunStore(StoreBase):
         fence: Fence,
         attempt: Attempt | dict[str, Any],
         *,
-        step_run: StepRun | NewStepRun | None = None,
+        step_run: NewStepRun | None = None,
         schema: dict[str, Any] | None = None,
     ) -> str:
         """Record a request about to be sent (``finished_at`` empty: in flight); its id.
@@ -73,10 +73,7 @@ class RunStore(StoreBase):
             guard(connection, fence)
             if digest is not None and digest not in self._known_schemas:
                 _store_schema(connection, OutputSchema(hash=digest, step=values["step"], schema_=schema))
-            if isinstance(step_run, NewStepRun):
-                insert_rows(connection, step_run.row(), (Attempt, values))
-            else:
-                insert_rows(connection, *([step_run] if step_run is not None else []), (Attempt, values))
+            insert_rows(connection, *([step_run.row()] if step_run is not None else []), (Attempt, values))
             connection.commit()
             if digest is not None:
                 self._known_schemas.add(digest)
@@ -116,7 +113,7 @@ class RunStore(StoreBase):
         model_id: str | None = None,
         output: Any = None,
         failure_class: str | None = None,
-        insert: StepRun | NewStepRun | None = None,
+        insert: NewStepRun | None = None,
         last_attempt: tuple[str, dict[str, Any]] | None = None,
     ) -> None:
         """End a step run, in one transaction with what is still unwritten.
@@ -137,12 +134,7 @@ class RunStore(StoreBase):
         def work(connection: Connection) -> None:
             guard(connection, fence)
             if insert is not None and not row_exists(connection, StepRun, insert.id):
-                if isinstance(insert, NewStepRun):
-                    insert_rows(connection, insert.row(**values))
-                else:
-                    for name, value in values.items():
-                        setattr(insert, name, value)
-                    insert_rows(connection, insert)
+                insert_rows(connection, insert.row(**values))
             else:
                 update_row(connection, StepRun, step_run_id, values)
             if last_attempt is not None:

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import text
 
 from storage.db import open_engine, release_engine
-from storage.models import Attempt, StepRun
+from storage.models import Attempt, NewStepRun
 from storage.sqlite_writer import sqlite_writer
 from storage.store import Fence, Store
 
@@ -33,7 +33,7 @@ WRITER = textwrap.dedent(
     """
     import sys, threading
     from storage.db import open_engine
-    from storage.models import Attempt, StepRun
+    from storage.models import Attempt, NewStepRun
     from storage.store import Fence, Store
 
     store = Store(open_engine(sys.argv[1]))
@@ -44,7 +44,7 @@ WRITER = textwrap.dedent(
 
     def record(thread: int) -> None:
         for n in range(10_000):
-            run = StepRun(instance_id=instance.id, step=f"s{thread}", index=n, input={"n": n})
+            run = NewStepRun(instance_id=instance.id, step=f"s{thread}", index=n, input={"n": n})
             attempt = Attempt(instance_id=instance.id, step_run_id=run.id, step=run.step,
                               attempt_number=1, provider="p", model_id="m", provider_model="m",
                               prompt_version_id=version)
@@ -122,7 +122,7 @@ def test_releasing_the_engine_closes_the_writing_connection(tmp_path: Path) -> N
     store = Store(open_engine(f"sqlite:///{tmp_path / 'stepline.db'}"))
     instance = store.create_instance("w", {"n": 0}, "ana", worker="w1")
     version = store.prompt_version("s", "system", "user", "h1", "ana")
-    run = StepRun(instance_id=instance.id, step="s", index=0, input={})
+    run = NewStepRun(instance_id=instance.id, step="s", index=0, input={})
     attempt = Attempt(
         instance_id=instance.id,
         step_run_id=run.id,

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 from storage.db import HEAD_REVISION, StorageError, alembic_config, open_engine, release_engine, upgrade
-from storage.models import Attempt, InstanceStatus, NewStepRun, Notification, StepRun, StepRunStatus
+from storage.models import Attempt, InstanceStatus, NewStepRun, Notification, StepRunStatus
 from storage.store import Fence, LeaseLost, Store
 from tests.databases import database_url, postgres_rows, sqlite_rows
 
@@ -61,7 +61,7 @@ def test_instance_step_run_and_attempts_round_trip(store: Store) -> None:
     fence = Fence(instance.id, instance.fence)
     version = store.prompt_version("extract", "sys", "user $text", "h1", "ana")
     assert store.prompt_version("extract", "sys", "user $text", "h1", "ana") == version
-    run = StepRun(instance_id=instance.id, step="extract", index=0, input={"text": "x"})
+    run = NewStepRun(instance_id=instance.id, step="extract", index=0, input={"text": "x"})
     raw = '{"clauses": [ {"id": 1,}'  # invalid JSON, kept byte-for-byte
     attempt_id = store.start_attempt(
         fence,
@@ -159,7 +159,7 @@ def test_a_stale_token_writes_nothing(store: Store) -> None:
     instance = store.create_instance("contract-review", {"n": 1}, "ana", worker="frozen:1:aaaaaa")
     stale = Fence(instance.id, instance.fence)
     version = store.prompt_version("extract", "sys", "user", "h1", "ana")
-    run = StepRun(instance_id=instance.id, step="extract", index=0)
+    run = NewStepRun(instance_id=instance.id, step="extract", index=0)
     in_flight = store.start_attempt(stale, attempt(instance.id, run.id, version, 1), step_run=run)
 
     assert (
@@ -304,7 +304,7 @@ def test_a_connection_lost_as_a_write_commits_is_written_once_on_the_next_try(
     instance = store.create_instance("contract-review", {"n": 1}, "ana", worker="w")
     fence = Fence(instance.id, instance.fence)
     version = store.prompt_version("extract", "sys", "user", "h1", "ana")
-    run = StepRun(instance_id=instance.id, step="extract", index=0)
+    run = NewStepRun(instance_id=instance.id, step="extract", index=0)
 
     attempt_id = store.start_attempt(fence, attempt(instance.id, run.id, version, 1), step_run=run)
     store.finish_step_run(fence, run.id, StepRunStatus.COMPLETED, attempts=1, output={"ok": True})

@@ -14,6 +14,9 @@ by call (the order rotates each round, after a warm-up):
   (w) (d) with the least a write-ahead store must do around it (``WriteAheadFloor``): two fenced
       commits through raw sqlite3, one before the call and one after. Not Stepline: the floor
       under issue 17's "+1 ms over (d)" for any design that writes each request before sending;
+  (g) (d) plus 1 ms of pure-Python CPU per call (a spin on the thread's CPU clock, no I/O): the
+      calibration of what one more millisecond of Python in a step costs, one at a time (1 ms)
+      and with 16 threads under one GIL (about 16 times that, as each waits for the others');
   (e) pydantic-ai's Prefect durable execution: an ``Agent`` with ``output_type=Invoice`` (a tool
       output, as Stepline's tools mode) and the ``PrefectDurability`` capability, whose model
       request runs as a Prefect task of the same flow run. Issue 17 asks that Stepline add at
@@ -89,13 +92,16 @@ TARGET_OVER_TASK_MS = 1.0
 """Issue 17: Stepline's step at most 1 ms (p50) over Instructor inside an empty Prefect task."""
 TARGET_OF_PYDANTIC_AI = 0.4
 """Issue 17: Stepline's added time at most 0.4x that of pydantic-ai's Prefect durable execution."""
-VARIANTS: tuple[str, ...] = ("a", "b", "c", "d", "w", "e", "p")
+PYTHON_MS = 1.0
+"""(g)'s pure-Python work per call: the cost of one more ms of Python in a step, at c=1 and c=N."""
+VARIANTS: tuple[str, ...] = ("a", "b", "c", "d", "w", "g", "e", "p")
 LABELS = {
     "a": "(a) bare openai SDK + model_validate_json",
     "b": "(b) Instructor alone",
     "c": "(c) Stepline run_step in a flow",
     "d": "(d) Instructor inside an empty Prefect task",
     "w": "(w) (d) + the write-ahead floor: 2 fenced raw sqlite3 commits",
+    "g": f"(g) (d) + {PYTHON_MS:g} ms of pure-Python CPU (a spin, no I/O)",
     "e": "(e) pydantic-ai Agent with PrefectDurability",
     "p": "(p) empty Prefect task (reference)",
 }
@@ -234,6 +240,12 @@ def run_benchmark(args: argparse.Namespace, runtime: Runtime, base_url: str, url
     def floor_task() -> object:
         return floor.step(with_instructor)
 
+    @task(name="bench-python", cache_policy=NO_CACHE, persist_result=False)
+    def python_task() -> object:
+        output = with_instructor()
+        spin_python(PYTHON_MS / 1000)
+        return output
+
     def stepline() -> object:
         return engine.run_step(step, document)
 
@@ -243,6 +255,7 @@ def run_benchmark(args: argparse.Namespace, runtime: Runtime, base_url: str, url
         "c": stepline,
         "d": lambda: instructor_task(),
         "w": lambda: floor_task(),
+        "g": lambda: python_task(),
         "p": lambda: noop(1),
     }
     pydantic_ai = pydantic_ai_variant(base_url, model, messages, sampling, timeout)
@@ -362,6 +375,10 @@ def run_benchmark(args: argparse.Namespace, runtime: Runtime, base_url: str, url
         f"the write-ahead floor alone, (w) - (d): {summary_ms(timings['w'])[0] - d50:.2f} ms at p50 "
         "(two fenced commits through raw sqlite3, no Stepline)"
     )
+    console.print(
+        f"{PYTHON_MS:g} ms of Python per step, (g) - (d): {summary_ms(timings['g'])[0] - d50:.2f} ms at p50 "
+        "(the calibration: one at a time it costs what it takes)"
+    )
     if args.concurrency > 1:
         crowded_rows: list[list[object]] = []
         base50 = summary_ms(crowded["a"])[0]
@@ -385,6 +402,14 @@ def run_benchmark(args: argparse.Namespace, runtime: Runtime, base_url: str, url
         console.print(
             f"the write-ahead floor alone at concurrency {args.concurrency}, (w) - (d): {floor_16:.2f} ms "
             f"at p50: Stepline's own share above it is {over_task_16 - floor_16:.2f} ms"
+        )
+        python_16 = summary_ms(crowded["g"])[0] - summary_ms(crowded["d"])[0]
+        console.print(
+            f"{PYTHON_MS:g} ms of Python per step at concurrency {args.concurrency}, (g) - (d): "
+            f"{python_16:.2f} ms at p50: under one GIL every thread's Python queues behind the others', "
+            f"so the {TARGET_OVER_TASK_MS:.0f} ms target there leaves a step about "
+            f"{TARGET_OVER_TASK_MS * PYTHON_MS / python_16 * 1000 if python_16 > 0 else float('nan'):.0f} us "
+            "of Python over (d)"
         )
         if "e" in crowded:
             c16, e16 = summary_ms(crowded["c"])[0], summary_ms(crowded["e"])[0]
@@ -566,6 +591,13 @@ def pydantic_ai_variant(
         return agent.run_sync(prompt).output
 
     return durable
+
+
+def spin_python(seconds: float) -> None:
+    """Hold the GIL for ``seconds`` of this thread's CPU, as that much Python in a step would."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 class WriteAheadFloor:

@@ -34,6 +34,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 if TYPE_CHECKING:
+    from flows.instances import RunResult
     from flows.runtime import Runtime
 
 __all__ = [
@@ -199,6 +200,22 @@ def open_runtime(folder: Path, catalog: str, database: str) -> Runtime:
     os.environ["STEPLINE_DATABASE_URL"] = database
     os.environ[BENCH_KEY_ENV] = "sk-bench-0123456789"
     return Runtime.open(load_settings())
+
+
+def require_completed(result: RunResult, what: str) -> None:
+    """Stop the bench with the instance's own reason, not a traceback, when it did not complete."""
+    if result.status.value == "completed":
+        return
+    hint = ""
+    if result.failure_class == "orchestrator":  # seen: the local server's SQLite still busy with a run before
+        hint = (
+            "; Prefect's API server was overloaded, often still busy with an earlier run's events: "
+            "wait a minute, or restart it with `uv run stepline server stop`, and run the bench again"
+        )
+    raise SystemExit(
+        f"{what} ended {result.status.value} at step {result.failed_step!r} "
+        f"({result.failure_class}): {result.error}{hint}"
+    )
 
 
 def start_prefect() -> float:

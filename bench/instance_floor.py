@@ -27,7 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import MODEL_ID, console, database_url, open_runtime, openai_server, print_table, start_prefect
+from common import (
+    MODEL_ID,
+    console,
+    database_url,
+    open_runtime,
+    openai_server,
+    print_table,
+    require_completed,
+    start_prefect,
+)
 from common import loopback_catalog as bench_catalog
 
 
@@ -93,7 +102,7 @@ def measure(args: argparse.Namespace, runtime: Any, base_url: str) -> list[list[
 
     def stepline() -> object:
         result = run_workflow(workflow, INPUT, runtime)
-        assert result.status.value == "completed", result.error
+        require_completed(result, "a one-step instance")
         return result
 
     variants: dict[str, Callable[[], object]] = {

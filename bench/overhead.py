@@ -78,6 +78,7 @@ from common import (
     open_runtime,
     openai_server,
     print_table,
+    require_completed,
     start_prefect,
     summary_ms,
 )
@@ -334,7 +335,7 @@ def run_benchmark(args: argparse.Namespace, runtime: Runtime, base_url: str, url
     # built is frozen out of the cyclic collector's full passes. For every variant alike.
     gc.freeze()
     result = run_workflow(as_workflow("bench-overhead", interleaved), INPUT, runtime)
-    assert result.status.value == "completed", result
+    require_completed(result, "the interleaved run")
     rows: list[list[object]] = []
     for name in variants:
         p50, p95, mean = summary_ms(timings[name])
@@ -421,7 +422,7 @@ def run_benchmark(args: argparse.Namespace, runtime: Runtime, base_url: str, url
             t0 = time.perf_counter()
             outcome = run_workflow(one_step, INPUT, runtime)
             elapsed = (time.perf_counter() - t0) * 1000
-            assert outcome.status.value == "completed", outcome
+            require_completed(outcome, "a one-step instance")
             if n >= 5:
                 per_instance.append(elapsed)
         p50, p95, mean = summary_ms(per_instance)

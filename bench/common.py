@@ -52,6 +52,7 @@ __all__ = [
     "openai_server",
     "percentile",
     "print_table",
+    "require_completed",
     "served",
     "start_prefect",
     "summary_ms",
@@ -204,10 +205,13 @@ def open_runtime(folder: Path, catalog: str, database: str) -> Runtime:
 
 def require_completed(result: RunResult, what: str) -> None:
     """Stop the bench with the instance's own reason, not a traceback, when it did not complete."""
-    if result.status.value == "completed":
+    from steps.errors import FailureClass
+    from storage.models import InstanceStatus
+
+    if result.status is InstanceStatus.COMPLETED:
         return
     hint = ""
-    if result.failure_class == "orchestrator":  # seen: the local server's SQLite still busy with a run before
+    if result.failure_class == FailureClass.ORCHESTRATOR:  # seen: the local server busy with a run before
         hint = (
             "; Prefect's API server was overloaded, often still busy with an earlier run's events: "
             "wait a minute, or restart it with `uv run stepline server stop`, and run the bench again"

@@ -4,6 +4,7 @@ This package never imports Prefect, the storage layer or the TUI: it calls a
 model through Instructor and reports attempts to an ``AttemptSink``.
 """
 
+from steps.declassifiers import Placeholders, declassifier
 from steps.definition import (
     ASSESS,
     CLASSIFY,
@@ -17,13 +18,18 @@ from steps.definition import (
     Tier,
 )
 from steps.errors import FailureClass, StepFailed
+from steps.privacy import Code, Declassified, Personal
 
 __all__ = [
     "ASSESS",
     "CLASSIFY",
     "EXTRACT",
     "GENERATE",
+    "Code",
+    "Declassified",
     "FailureClass",
+    "Personal",
+    "Placeholders",
     "Prompt",
     "Sampling",
     "Sensitivity",
@@ -31,4 +37,5 @@ __all__ = [
     "StepFailed",
     "StepKind",
     "Tier",
+    "declassifier",
 ]

@@ -1,18 +1,22 @@
-"""customer-intake: a request that carries personal data, triaged without leaking it.
+"""customer-intake: a request that carries personal data, triaged without letting any of it out.
 
-    extract-contact (pii, private models only)
-        -> redact locally (the extracted values, plus any e-mail or phone number left)
-    classify-request (sees only the redacted text)
-    draft-reply      (sees only the redacted text; greets "[NAME]")
-        -> re-attach the personal details locally
+    extract-contact  private models only (pii)        message -> name, e-mail, phone, account
+    triage-request   private models only (renders     message -> category, urgency, topic
+                     the message, marked Personal)                (Literals only)
+      contact-placeholders, here                      the extracted values -> [NAME], [EMAIL]...
+    draft-reply      any model                        [NAME], channel, category, urgency, topic
+                                                      -> a subject and a body
+      restored, here                                  the draft, with the real name put back
 
-The personal details never leave the private model and this process: the
-steps that may run on public models only see placeholders.
+The message is marked ``Personal``, so every step whose prompt renders it runs on private
+models only: that follows from the types before anything runs (``stepline workflows`` shows
+it), not from reading the text. The draft is written from what cannot carry personal data (the
+triage's Literals) and from a placeholder a named declassifier made, so it may go to a public
+model: nothing of the message reaches one, whatever the private model extracted or missed.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from prefect import flow
@@ -20,14 +24,31 @@ from pydantic import BaseModel, Field
 
 from flows.engine import run_step
 from flows.workflow import Workflow
+from steps.declassifiers import Placeholders
 from steps.definition import CLASSIFY, EXTRACT, GENERATE, Prompt, Sensitivity, Step, Tier
+from steps.privacy import Declassified, Personal
 
-__all__ = ["WORKFLOW", "Redaction", "customer_intake", "reattach", "redact"]
+__all__ = ["CONTACT_PLACEHOLDERS", "WORKFLOW", "customer_intake"]
+
+Channel = Literal["email", "chat", "form"]
+Category = Literal["billing", "technical", "account", "other"]
+Urgency = Literal["low", "normal", "high"]
+Topic = Literal[
+    "double charge",
+    "refund",
+    "invoice question",
+    "login problem",
+    "bug report",
+    "address change",
+    "account closure",
+    "data request",
+    "other",
+]
 
 
 class IntakeRequest(BaseModel):
-    channel: Literal["email", "chat", "form"] = "email"
-    message: str = Field(min_length=10, max_length=5000)
+    channel: Channel = "email"
+    message: Personal[str] = Field(min_length=10, max_length=5000)
 
 
 class PersonDetails(BaseModel):
@@ -37,77 +58,38 @@ class PersonDetails(BaseModel):
     account_id: str | None = Field(default=None, max_length=40, description="Customer or account number")
 
 
-class RedactedRequest(BaseModel):
-    channel: str
-    text: str
-
-
-class RequestClass(BaseModel):
-    category: Literal["billing", "technical", "account", "other"]
-    urgency: Literal["low", "normal", "high"]
+class RequestTriage(BaseModel):
+    category: Category
+    urgency: Urgency
+    topic: Topic
 
 
 class ReplyRequest(BaseModel):
-    text: str
-    category: str
-    urgency: str
+    customer: Declassified = Field(description="How to greet the customer: a placeholder, filled in later")
+    channel: Channel
+    category: Category
+    urgency: Urgency
+    topic: Topic
 
 
 class DraftReply(BaseModel):
     subject: str = Field(min_length=1, max_length=120)
-    body: str = Field(min_length=1, max_length=1500, description="Greets the customer as [NAME]")
+    body: str = Field(min_length=1, max_length=1500, description="Starts with the greeting given")
 
 
 class IntakeResult(BaseModel):
     person: PersonDetails
-    category: str
-    urgency: str
+    category: Category
+    urgency: Urgency
+    topic: Topic
     reply: DraftReply
 
 
-_KINDS = {"name": "NAME", "email": "EMAIL", "phone": "PHONE", "account_id": "ACCOUNT"}
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_PHONE = re.compile(r"\+?\d[\d ()./-]{6,}\d")
-
-
-class Redaction(BaseModel):
-    """Redacted text plus, kept in this process only, what each placeholder stands for."""
-
-    text: str
-    originals: dict[str, str]
-
-
-def redact(text: str, person: PersonDetails) -> Redaction:
-    """Replace every extracted value, then any e-mail or phone number the model missed."""
-    originals: dict[str, str] = {}
-
-    def hide(kind: str, value: str, current: str) -> str:
-        placeholder = next(
-            (p for p, v in originals.items() if v.lower() == value.lower()),
-            f"[{kind}]" if f"[{kind}]" not in originals else f"[{kind} {len(originals) + 1}]",
-        )
-        originals[placeholder] = value
-        return re.sub(re.escape(value), placeholder, current, flags=re.IGNORECASE)
-
-    for field, kind in _KINDS.items():
-        value = getattr(person, field)
-        if value and value.strip():
-            text = hide(kind, value.strip(), text)
-    for kind, pattern in (("EMAIL", _EMAIL), ("PHONE", _PHONE)):
-        for found in dict.fromkeys(pattern.findall(text)):  # distinct, in order
-            text = hide(kind, found, text)
-    return Redaction(text=text, originals=originals)
-
-
-def reattach(reply: DraftReply, redaction: Redaction) -> DraftReply:
-    """Put the real details back into the draft, here, after every model call."""
-    subject, body = reply.subject, reply.body
-    names = {"[NAME]": "customer"}  # a greeting without a known name
-    for placeholder, value in {**names, **redaction.originals}.items():
-        subject = subject.replace(placeholder, value)
-        body = body.replace(placeholder, value)
-    return DraftReply(subject=subject, body=body)
-
+CONTACT_PLACEHOLDERS = Placeholders(
+    "contact-placeholders",
+    "[NAME], [EMAIL], [PHONE], [ACCOUNT_ID] for what extract-contact found; the real values are "
+    "put back into the draft here",
+)
 
 extract_contact: Step[IntakeRequest, PersonDetails] = Step(
     name="extract-contact",
@@ -125,19 +107,18 @@ extract_contact: Step[IntakeRequest, PersonDetails] = Step(
     ),
 )
 
-classify_request: Step[RedactedRequest, RequestClass] = Step(
-    name="classify-request",
+triage_request: Step[IntakeRequest, RequestTriage] = Step(
+    name="triage-request",
     kind=CLASSIFY,
     tier=Tier.CHEAP,
-    sensitivity=Sensitivity.INTERNAL,
-    input_model=RedactedRequest,
-    output_model=RequestClass,
+    input_model=IntakeRequest,
+    output_model=RequestTriage,
     prompt=Prompt(
         system=(
-            "Classify a customer request: category (billing, technical, account or other) and "
-            "urgency (low, normal or high). Personal details are replaced by placeholders."
+            "Triage a customer's message: its category (billing, technical, account or other), "
+            "its urgency (low, normal or high) and its topic."
         ),
-        user="Channel: $channel\n\n$text",
+        user="Channel: $channel\n\n$message",
     ),
 )
 
@@ -145,15 +126,18 @@ draft_reply: Step[ReplyRequest, DraftReply] = Step(
     name="draft-reply",
     kind=GENERATE,
     tier=Tier.CHEAP,
-    sensitivity=Sensitivity.INTERNAL,
     input_model=ReplyRequest,
     output_model=DraftReply,
     prompt=Prompt(
         system=(
-            "Draft a short, friendly first reply to the customer: a subject and a body that "
-            "greets them as [NAME]. Do not invent personal details."
+            "Draft a short, friendly first reply to a customer's request from its triage: a "
+            "subject and a body. Start the body with the greeting given, word for word: it is a "
+            "placeholder filled in later. Do not invent names, numbers or other personal details."
         ),
-        user="Category: $category, urgency: $urgency\n\nTheir message:\n$text",
+        user=(
+            "Greet the customer as: Dear $customer,\n"
+            "Channel: $channel\nCategory: $category\nUrgency: $urgency\nTopic: $topic"
+        ),
     ),
 )
 
@@ -161,21 +145,33 @@ draft_reply: Step[ReplyRequest, DraftReply] = Step(
 @flow(name="customer-intake", log_prints=False)
 def customer_intake(request: IntakeRequest) -> IntakeResult:
     person = run_step(extract_contact, request)
-    redacted = redact(request.message, person)
-    triage = run_step(classify_request, RedactedRequest(channel=request.channel, text=redacted.text))
+    triage = run_step(triage_request, request)
+    hidden = CONTACT_PLACEHOLDERS.hide(person, missing={"name": "customer"})
     draft = run_step(
-        draft_reply, ReplyRequest(text=redacted.text, category=triage.category, urgency=triage.urgency)
+        draft_reply,
+        ReplyRequest(
+            customer=hidden["name"],
+            channel=request.channel,
+            category=triage.category,
+            urgency=triage.urgency,
+            topic=triage.topic,
+        ),
     )
     return IntakeResult(
-        person=person, category=triage.category, urgency=triage.urgency, reply=reattach(draft, redacted)
+        person=person,
+        category=triage.category,
+        urgency=triage.urgency,
+        topic=triage.topic,
+        reply=hidden.restore(draft),
     )
 
 
 WORKFLOW = Workflow(
     name="customer-intake",
-    description="Extract contact details privately, triage and draft a reply on redacted text.",
+    description="Extract contact details and triage privately; draft a reply from the triage alone.",
     flow=customer_intake,
     input_model=IntakeRequest,
     output_model=IntakeResult,
-    steps=(extract_contact, classify_request, draft_reply),
+    steps=(extract_contact, triage_request, draft_reply),
+    declassifiers=(CONTACT_PLACEHOLDERS,),
 )

@@ -8,6 +8,14 @@ returns that output without calling any provider.
 
 Which instance a step belongs to travels in a context variable set by
 ``flows.instances`` for the duration of one flow run.
+
+For an instance of a workflow holding personal data (``steps.privacy``), a step
+runs only once the fields its analysis counted as clean are shown to be so; a
+personal step's outputs go to the instance's guard, a clean step's come back as
+``Declassified`` text. And nothing of the instance reaches Prefect's records: an
+exception that leaves a task or flow run there is a stand-in naming the step, the
+failure class and the attempt, while the original stays in this process for
+Stepline's own store (``Scope.withhold`` and ``Scope.unmask``).
 """
 
 from __future__ import annotations
@@ -29,13 +37,15 @@ from pydantic import BaseModel
 
 from flows.runtime import Runtime
 from flows.sink import StoreSink
-from steps.definition import Prompt, Sensitivity, Step
+from steps.definition import Prompt, Step
 from steps.errors import FailureClass, StepFailed, StepLineError, Superseded
 from steps.pii import PiiGuard
+from steps.privacy import NotCleared, Origin, StepPrivacy, WorkflowPrivacy, check_cleared, clear_leaves
+from steps.runtime import Clearance
 from storage.models import NewStepRun, StepRunStatus
 from storage.store import Fence, LeaseLost, StorageError, Store
 
-__all__ = ["SCOPE", "Scope", "run_step", "with_current_prompt"]
+__all__ = ["SCOPE", "Scope", "Withheld", "run_step", "with_current_prompt"]
 
 OutT = TypeVar("OutT", bound=BaseModel)
 
@@ -62,9 +72,19 @@ class Scope:
     inline: bool = False
     """Run the workflow's function inside the current flow run (a batch's) rather than as a
     flow run of its own; its steps are still task runs, of the batch's flow run."""
+    privacy: WorkflowPrivacy | None = None
+    """Its workflow's privacy analysis: where each step may run (``steps.privacy``)."""
+    declassifiers: frozenset[str] = frozenset()
+    """The declassifiers its workflow names: the only ones whose text may reach a public model."""
     guard: PiiGuard | None = None
-    """For a workflow with a pii step: the instance's personal data, learned from its input and
-    its pii steps' inputs and outputs, kept out of every request to a non-private model."""
+    """For a workflow holding personal data: the instance's personal values (its ``Personal``
+    inputs, its personal steps' outputs), checked in every request to a non-private model."""
+    withheld: list[tuple[BaseException, BaseException]] = field(default_factory=list)
+    """For a workflow holding personal data: each exception shown to Prefect, and the original
+    it stands for."""
+    ended: Exception | None = None
+    """The exception that ended the instance's own flow run, which Prefect was told of only as
+    a failed state (``flows.running``)."""
 
     @property
     def instance_id(self) -> str:
@@ -76,6 +96,71 @@ class Scope:
             self.counts[step] += 1
             return index
 
+    @property
+    def personal(self) -> bool:
+        return self.privacy is not None and self.privacy.holds_personal_data
+
+    def step_privacy(self, step: Step[Any, Any]) -> StepPrivacy:
+        return self.privacy.of(step) if self.privacy is not None else StepPrivacy.alone(step)
+
+    def clearance(self, step: Step[Any, Any], inputs: BaseModel) -> Clearance:
+        """Where ``step`` may run with ``inputs``; a ``pii_blocked`` failure, before any request,
+        when a field the analysis counted as clean holds something else."""
+        privacy = self.step_privacy(step)
+        if not privacy.holds_personal_data or privacy.private_only:
+            return Clearance(privacy, guard=self.guard)
+        try:
+            declassified = check_cleared(privacy, inputs, self.declassifiers)
+        except NotCleared as exc:
+            raise StepFailed(exc.message, step=step.name, failure=FailureClass.PII_BLOCKED) from None
+        return Clearance(privacy, declassified, self.guard)
+
+    def received(self, privacy: StepPrivacy, output: OutT) -> OutT:
+        """A step's output as the flow gets it: a personal step's values go to the guard, a
+        clean step's text comes back ``Declassified``."""
+        if not privacy.holds_personal_data:
+            return output
+        if privacy.private_only:
+            if self.guard is not None:
+                for name in privacy.personal_outputs:
+                    self.guard.learn(getattr(output, name), f"{privacy.step}.{name}")
+            return output
+        cleared: OutT = clear_leaves(output, Origin("step", privacy.step))
+        return cleared
+
+    def withhold(self, exc: BaseException) -> BaseException:
+        """What Prefect may be shown of ``exc``: itself, unless the instance holds personal data.
+
+        Then a stand-in: a ``StepFailed`` naming the step, its failure class and last attempt,
+        or a ``Withheld`` naming the exception's type, with no message, raw output or cause,
+        so that no text of the instance reaches Prefect's states, events, logs or result
+        storage. ``unmask`` gives the original back.
+        """
+        if not self.personal or not isinstance(exc, Exception) or isinstance(exc, Superseded | LeaseLost):
+            return exc
+        if any(exc is shown for shown, _ in self.withheld):
+            return exc
+        stand_in: Exception
+        see = f"the details stay in Stepline's store: `stepline show {self.instance_id[:12]}`"
+        if isinstance(exc, StepFailed):
+            attempt = f", attempt {exc.attempt_id}" if exc.attempt_id else ""
+            stand_in = exc.retold(
+                f"step {exc.step!r} failed: {exc.failure.value}{attempt}; {see}", with_output=False
+            )
+        else:
+            at = f" after reaching step {self.current_step!r}" if self.current_step else ""
+            stand_in = Withheld(f"{type(exc).__name__}{at}; {see}")
+        self.withheld.append((stand_in, exc))
+        return stand_in
+
+    def unmask(self, exc: BaseException) -> BaseException:
+        """The original of a stand-in ``withhold`` made (matched by identity, else by message:
+        Prefect may hand back a copy); any other exception as it is."""
+        for shown, original in self.withheld:
+            if exc is shown or (type(exc) is type(shown) and str(exc) == str(shown)):
+                return original
+        return exc
+
     def check_held(self, step: str) -> None:
         """Stop before ``step`` if the heartbeat found this run's lease handed on."""
         if self.runtime.heartbeat.is_lost(self.instance_id):
@@ -83,6 +168,11 @@ class Scope:
                 f"instance {self.instance_id} changed hands (its lease lapsed and it was recovered "
                 f"or replayed elsewhere); this process stopped before step {step!r}"
             )
+
+
+class Withheld(StepLineError):
+    """Stands in, in Prefect's records, for an exception of an instance holding personal data:
+    its type and step only. The original is what Stepline records (``Scope.unmask``)."""
 
 
 _log = logging.getLogger("stepline")
@@ -136,7 +226,8 @@ def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
     )
     sink = StoreSink(store, scope.fence, scope.generation, run)
     try:
-        output = scope.runtime.executor.run(step, inputs, sink, scope.guard)
+        clearance = scope.clearance(step, inputs)
+        output = scope.received(clearance.privacy, scope.runtime.executor.run(step, inputs, sink, clearance))
     except Superseded:
         raise  # the instance is someone else's now: nothing more is written
     except BaseException as exc:
@@ -146,16 +237,20 @@ def _execute(step: Step[Any, OutT], inputs: BaseModel, index: int) -> OutT:
         # or recovery does.
         with contextlib.suppress(StorageError):
             sink.finish(StepRunStatus.FAILED, failure_class=failure)
-        raise
+        shown = scope.withhold(exc)
+        if shown is exc:
+            raise
+        raise shown from None
     try:
         sink.finish(StepRunStatus.COMPLETED, output=output.model_dump(mode="json"))
     except StorageError as exc:
         scope.failed_run = run
-        raise StepFailed(
+        failed = StepFailed(
             f"step {step.name!r} answered but its output could not be recorded: {exc}",
             step=step.name,
             failure=FailureClass.STORAGE,
-        ) from None
+        )
+        raise scope.withhold(failed) from None
     return output
 
 
@@ -205,22 +300,19 @@ def run_step(step: Step[Any, OutT], inputs: BaseModel) -> OutT:
                 scope.check_held(step.name)
                 raise Superseded(f"instance {scope.instance_id} changed hands before it started") from None
             except StorageError as exc:
-                raise StepFailed(
+                failed = StepFailed(
                     f"could not record the flow run before step {step.name!r}: {exc}",
                     step=step.name,
                     failure=FailureClass.STORAGE,
-                ) from None
+                )
+                raise scope.withhold(failed) from None
     index = scope.next_index(step.name)
-    personal = scope.guard is not None and step.sensitivity is Sensitivity.PII
-    if personal:
-        assert scope.guard is not None
-        scope.guard.learn(inputs)
     known = scope.reusable.get((step.name, index))
     if known is not None:  # replay: completed before (or approved by a reviewer)
-        if personal:
-            assert scope.guard is not None
-            scope.guard.learn(known, whole=True)
-        return step.output_model.model_validate(known)
+        output = step.output_model.model_validate(known)
+        if not scope.personal:
+            return output
+        return scope.received(scope.step_privacy(with_current_prompt(step, scope.runtime.store)), output)
     if scope.cancel is not None and scope.cancel.is_set():
         raise StepFailed(
             f"stopped by the operator before step {step.name!r} ran",
@@ -233,10 +325,6 @@ def run_step(step: Step[Any, OutT], inputs: BaseModel) -> OutT:
         scope.on_step(step.name)
     token = _CALL.set((inputs, index))
     try:
-        output = _task_for(step, named=scope.inline)()
+        return _task_for(step, named=scope.inline)()
     finally:
         _CALL.reset(token)
-    if personal:
-        assert scope.guard is not None
-        scope.guard.learn(output, whole=True)  # what the private model extracted is personal too
-    return output

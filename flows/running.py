@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect import Flow, flow
+from prefect.states import Failed
 from pydantic import BaseModel, ValidationError
 
 from flows.engine import SCOPE, Scope
@@ -32,7 +33,6 @@ from flows.notify import notify_owner
 from flows.registry import get_workflow
 from flows.runtime import Runtime
 from flows.workflow import Workflow
-from steps.definition import Sensitivity
 from steps.errors import (
     DefinitionError,
     FailureClass,
@@ -43,6 +43,7 @@ from steps.errors import (
     describe_validation_error,
 )
 from steps.pii import PiiGuard
+from steps.privacy import Origin, WorkflowPrivacy, clear_leaves
 from steps.routing import choose_route
 from storage.models import InstanceStatus, ReviewItem, WorkflowInstance
 from storage.store import Fence, LeaseLost, StorageError
@@ -90,9 +91,9 @@ def parse_input(workflow: Workflow, payload: Mapping[str, Any] | BaseModel, wher
 
 
 def check_workflow(workflow: Workflow, runtime: Runtime) -> None:
-    """Fail before anything is written if a step's models break the catalog or pii rules."""
+    """Fail before anything is written if a step's models break the catalog or privacy rules."""
     for step in workflow.steps:
-        choose_route(step, runtime.settings)  # includes check_step
+        choose_route(step, runtime.settings, privacy=workflow.privacy.of(step))  # includes check_step
 
 
 def run_workflow(
@@ -187,10 +188,12 @@ def run_instance(
     workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, owner: str
 ) -> RunResult:
     """Run an instance this process holds (``scope.fence``) until it completes or stops."""
-    if any(step.sensitivity is Sensitivity.PII for step in workflow.steps):
-        scope.guard = PiiGuard()
-        scope.guard.learn(inputs)  # the whole input: a public step may run before any pii step
-    runtime.executor.prepare(workflow.steps[0])  # built while Prefect's API creates the flow run
+    scope.privacy = workflow.privacy
+    if workflow.privacy.holds_personal_data:
+        inputs = _hand_over(inputs, workflow.privacy, scope)
+        scope.declassifiers = frozenset(d.name for d in workflow.declassifiers)
+    first = workflow.steps[0]
+    runtime.executor.prepare(first, workflow.privacy.of(first))  # built while Prefect creates the flow run
     runtime.apply_prefect_settings()
     runtime.heartbeat.hold(scope.instance_id, scope.fence.token)
     try:
@@ -199,6 +202,20 @@ def run_instance(
         return _superseded(runtime, scope, exc)
     finally:
         runtime.heartbeat.release(scope.instance_id)
+
+
+def _hand_over(inputs: BaseModel, privacy: WorkflowPrivacy, scope: Scope) -> BaseModel:
+    """The input as the flow gets it: its personal fields learned by the instance's guard, the
+    others' text ``Declassified`` (an input field not marked Personal holds no personal data)."""
+    scope.guard = PiiGuard()
+    update = {}
+    for name in type(inputs).model_fields:
+        value = getattr(inputs, name)
+        if name in privacy.personal_inputs:
+            scope.guard.learn(value, f"input.{name}")
+        else:
+            update[name] = clear_leaves(value, Origin("input", name))
+    return inputs.model_copy(update=update)
 
 
 def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Scope, owner: str) -> RunResult:
@@ -210,8 +227,13 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
             given = _INPUTS.set(inputs)
             try:
                 output = _instance_flow(workflow)()
+            except Exception:
+                if scope.ended is None:
+                    raise  # not the workflow's: Prefect itself failed (creating the flow run, say)
             finally:
                 _INPUTS.reset(given)
+            if scope.ended is not None:
+                raise scope.ended
         if not isinstance(output, workflow.output_model):
             raise DefinitionError(
                 f"workflow {workflow.name!r} returned {type(output).__name__}, "
@@ -219,12 +241,14 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
             )
     except (Superseded, LeaseLost):
         raise
-    except StepFailed as exc:
-        return _stopped(workflow, runtime, scope, owner, exc)
+    except StepFailed as shown:  # the original, not what Prefect was shown
+        exc = scope.unmask(shown)
+        return _stopped(workflow, runtime, scope, owner, exc if isinstance(exc, StepFailed) else shown)
     except KeyboardInterrupt:
         interrupt(runtime, scope.instance_id)
         raise
-    except BaseException as exc:
+    except BaseException as shown:
+        exc = scope.unmask(shown)
         stopping = scope.cancel is not None and scope.cancel.is_set()
         if stopping and isinstance(exc, Exception):
             # Stopping tears down what the flow leans on (a terminal's Ctrl-C also stops
@@ -251,7 +275,9 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
             failure_class=FailureClass.UNKNOWN.value,
             error=f"{type(exc).__name__}: {exc}",
         )
-        raise
+        if exc is shown:
+            raise
+        raise exc from None
     finally:
         SCOPE.reset(token)
     runtime.store.finish_instance(
@@ -274,6 +300,13 @@ def _instance_flow(workflow: Workflow) -> Flow[[], Any]:
     already do, and the flow run is named ``<flow>-<instance id prefix>`` instead
     (``stepline show`` finds it). Prefect also no longer encodes the input on every
     instance (through FastAPI's encoder, whose import a command's first run waited on).
+
+    An exception raised in it does not leave it: Prefect would pickle it into its result
+    storage (``~/.prefect/storage``, never cleaned), whatever ``persist_result`` says. The
+    flow run ends as a failed state naming it instead, and the exception goes on from
+    ``_run_held`` (``Scope.ended``). For a workflow holding personal data that state names a
+    stand-in with no text of the instance (``Scope.withhold``), and its result is never
+    persisted (it carries the personal values put back).
     """
     original = workflow.flow
     found = _INSTANCE_FLOWS.get(id(original))
@@ -281,9 +314,15 @@ def _instance_flow(workflow: Workflow) -> Flow[[], Any]:
         with _INSTANCE_FLOWS_LOCK:
 
             def body() -> Any:
-                given = _INPUTS.get()
+                given, scope = _INPUTS.get(), SCOPE.get()
                 assert given is not None, "_run_held sets the instance's input before its flow runs"
-                return original.fn(given)
+                assert scope is not None, "_run_held sets the instance's scope before its flow runs"
+                try:
+                    return original.fn(given)
+                except Exception as exc:
+                    shown, raised = scope.withhold(exc), scope.unmask(exc)
+                    scope.ended = raised if isinstance(raised, Exception) else exc
+                    return Failed(message=f"{type(shown).__name__}: {shown}"[:2000])
 
             def run_name() -> str:
                 scope = SCOPE.get()
@@ -298,7 +337,7 @@ def _instance_flow(workflow: Workflow) -> Flow[[], Any]:
                 retry_delay_seconds=original.retry_delay_seconds,
                 timeout_seconds=original.timeout_seconds,
                 log_prints=original.log_prints,
-                persist_result=original.persist_result,
+                persist_result=False if workflow.privacy.holds_personal_data else original.persist_result,
                 task_runner=original.task_runner,
                 on_completion=original.on_completion_hooks,
                 on_failure=original.on_failure_hooks,

@@ -39,9 +39,10 @@ from pydantic import BaseModel
 
 from steps.definition import Prompt, Sampling, Step
 from steps.errors import FailureClass, InputError, StepFailed
+from steps.privacy import StepPrivacy
 
 if TYPE_CHECKING:
-    from steps.runtime import MemorySink
+    from steps.runtime import Clearance, MemorySink
     from steps.settings import Settings
 
 __all__ = [
@@ -308,6 +309,7 @@ def probe_consistency(
     inputs: BaseModel,
     samples: int,
     *,
+    privacy: StepPrivacy,
     temperature: float | None = None,
     latency: Callable[[], Mapping[str, float]] | None = None,
     prompt_version: Callable[[str, Prompt], str] | None = None,
@@ -315,10 +317,13 @@ def probe_consistency(
 ) -> ConsistencyReport:
     """Run ``step`` on ``inputs`` ``samples`` times at its sampling (and as many at ``temperature``).
 
+    ``privacy`` is the step's in its workflow: the input comes from a file, so a step that needs
+    Declassified text stays on private models (``StepPrivacy.given_by_hand``).
+
     Raises ``InputError`` for a bad count or temperature, ``ConfigError`` when the step cannot
     be routed and ``StepFailed`` at the first endpoint failure (``ENDPOINT_FAILURES``).
     """
-    from steps.runtime import MemorySink, StepExecutor
+    from steps.runtime import Clearance, MemorySink, StepExecutor
 
     if samples < 2:
         raise InputError(f"--samples must be at least 2 to compare anything, got {samples}")
@@ -326,9 +331,12 @@ def probe_consistency(
     executor = StepExecutor(settings, latency=latency)
     sink = MemorySink("consistency", prompt_version)
     try:
-        configured = _series(executor, step, inputs, samples, sink, on_sample)
+        clearance = Clearance(privacy.given_by_hand())
+        configured = _series(executor, step, inputs, samples, sink, clearance, on_sample)
         compared = (
-            _series(executor, compared_step, inputs, samples, sink, on_sample) if compared_step else None
+            _series(executor, compared_step, inputs, samples, sink, clearance, on_sample)
+            if compared_step
+            else None
         )
     finally:
         executor.close()
@@ -348,6 +356,7 @@ def _series(
     inputs: BaseModel,
     samples: int,
     sink: MemorySink,
+    clearance: Clearance,
     on_sample: Callable[[float | None, int], None] | None,
 ) -> Series:
     temperature = step.effective_sampling.temperature
@@ -359,7 +368,7 @@ def _series(
         if on_sample is not None:
             on_sample(temperature, number)
         try:
-            output = executor.run(step, inputs, sink)
+            output = executor.run(step, inputs, sink, clearance)
         except StepFailed as exc:
             if exc.failure in ENDPOINT_FAILURES:
                 raise StepFailed(

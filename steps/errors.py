@@ -196,7 +196,8 @@ class StepFailed(StepLineError):
     """A step ended without a valid output.
 
     ``raw_output`` keeps the model's text exactly as received (``None`` when
-    no response arrived), so an operator can compare it with the schema.
+    no response arrived), so an operator can compare it with the schema;
+    ``attempt_id`` names the attempt row that ended it, when one was recorded.
     """
 
     def __init__(
@@ -217,3 +218,16 @@ class StepFailed(StepLineError):
         self.raw_output = raw_output
         self.model_id = model_id
         self.retry_after = retry_after
+
+    def retold(self, message: str, *, with_output: bool = True) -> StepFailed:
+        """The same failure in other words: a fallback chain's summary, or (``with_output``
+        off) the stand-in Prefect is shown for an instance holding personal data."""
+        return StepFailed(
+            message,
+            step=self.step,
+            failure=self.failure,
+            attempt_id=self.attempt_id,
+            raw_output=self.raw_output if with_output else None,
+            model_id=self.model_id,
+            retry_after=self.retry_after,
+        )

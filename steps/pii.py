@@ -1,357 +1,305 @@
-"""Keeping personal data out of requests to non-private models, whatever a model extracted.
+"""The second line: each public request's exact bytes, checked for the instance's own personal values.
 
-An instance of a workflow with a pii step gets one ``PiiGuard``. It learns the
-instance's own personal data from every string in its input and in the
-inputs and outputs of its pii steps, and it finds more by pattern in any
-text. Before a request goes to a non-private model, its messages are redacted
-(each finding becomes a placeholder such as ``[NAME 1]``, put back locally
-in the answer); as the request leaves the process the exact body is checked
-again, and anything still found stops it (``pii_blocked``): it fails closed.
+Privacy follows from structure (``steps.privacy``): a step whose prompt renders anything that
+may be personal runs on private models only. This guard is defence in depth for what structure
+cannot see: a declassifier that let a value through, an option list that names a person. It
+holds the personal values of one instance, and nothing else (no list of words that look like
+names, no model's judgement):
 
-What it learns from the instance (so it does not depend on what a model extracted):
-- every whole value of a pii step's output (a name, an e-mail, an account id);
-- name-like words: capitalised words that are not common words, so a first or
-  last name alone, a relative's name, a street or a town;
-- address lines: a line (or comma-separated part) with a house number or a
-  postcode beside a street word, kept whole and word by word;
-- digit runs of 4 or more, compared on their digits alone, so the last four
-  digits of a card or a postcode written another way are still found.
+- each value of an input field marked ``Personal`` and of a personal step output, whole when
+  it is short (a name, an e-mail, an account id), and each word of it;
+- in any of them, however long, what has a shape of its own: e-mail addresses, handles, web
+  addresses, and runs of 4 or more digits.
 
-What it finds by pattern, in any text:
-- phone numbers: ``phonenumbers`` (Google's libphonenumber: the numbering plans of
-  every region, not a regex that also matches dates and amounts);
-- IBANs, payment cards, US social security numbers and other national ids:
-  ``python-stdnum`` (checksums for 200+ identifier formats);
-- e-mail addresses, IP addresses (validated by ``ipaddress``) and dates.
+Both sides are normalised before they are compared: Unicode NFKC (full-width digits and
+letters), case-folded, any whitespace (no-break and narrow spaces included) as one space, one
+apostrophe, and digits spelled out in words (English, German, French, Spanish, Italian,
+Portuguese, Dutch, Polish, Japanese) read as digits. Digit runs are compared without their
+separators: one inside another (the last four digits of a card) or ending in the same 7 digits
+(a phone written nationally and internationally) is the same number. Kana, CJK ideographs and
+Hangul, written without spaces, are compared as runs rather than words.
 
-Why these and not Presidio: its analyzer needs spaCy and a language model that is
-not published on PyPI (so not installable here), and pattern recognizers are all
-this guard needs from it; the two libraries above are well kept, offline and
-deterministic.
+It never matches text that every instance's request carries for that step: the system prompt,
+the template, the output schema, the option values of the fields it renders, the provider's
+model name, and the words of the wire format (roles, keys such as ``text``). A value of this
+instance is a finding only where the request could have varied.
 
-What it cannot catch, said plainly: personal data that is in neither the
-instance's input nor a pii step's input or output and matches no pattern (a name
-written in lowercase in text a model invented, a description of a person without
-a name, an identifier with no checksum and fewer than 4 digits). Route a step to
-a private model when its prompt carries more than these.
+A finding stops the request unsent (``pii_blocked``). The record names the step, each value's
+kind and the field it came from, and where in the request it was: never the value.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import json
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from string import Template
 from typing import Any
 
-__all__ = ["Finding", "PiiGuard", "Redaction"]
+from pydantic import BaseModel
 
-_WORD = re.compile(r"[^\W\d_][\w'’-]*", re.UNICODE)
-_DIGITS = re.compile(r"\d(?:[\d \t./-]*\d)?")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){10,30}\b")
-_CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
-_SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
-_ID = re.compile(r"\b(?=[A-Z0-9]*\d)[A-Z0-9]{8,13}\b")
-_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
-_IPV6 = re.compile(r"\b[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b")
-_DATE = re.compile(
-    r"\b(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}"
-    r"|\d{1,2}\.? (?:jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])[a-zä]*\.? \d{4})\b",
-    re.IGNORECASE,
-)
-_PLACEHOLDER = re.compile(r"\[(?:NAME|ADDRESS|EMAIL|PHONE|IBAN|CARD|ID|IP|DATE|NUMBER|PII) \d+\]")
-_NAME_PART = r"[A-ZÀ-ÖØ-Ý][\w'’-]*"
-_ADDRESSES = (
-    # Hauptstraße 12, Lindenweg 3a, Marktplatz 7: the street word is a suffix, the number follows.
-    re.compile(
-        r"\b[^\W\d_][\w'’-]*(?i:stra(?:ss|ß)e|str\.|gasse|weg|platz|allee|damm|ufer)\s*\d+\s?[a-zA-Z]?\b"
-    ),
-    # 221B Baker Street, 1600 Pennsylvania Avenue: the number leads, the street word ends.
-    re.compile(
-        rf"\b\d+\s?[a-zA-Z]?\s+(?:{_NAME_PART}\s+){{1,3}}(?i:street|st|road|rd|avenue|ave|lane|ln"
-        r"|drive|dr|boulevard|blvd|way|court|ct|close|place|pl|square|sq|terrace|crescent)\b\.?"
-    ),
-    # 12 rue de la Paix, Via Roma 10, Calle Mayor 5, Rua Augusta 200: the street word leads a name.
-    re.compile(
-        r"(?:\b\d+\s?[a-zA-Z]?,?\s+)?\b(?i:rue|chemin|quai|via|viale|piazza|corso|calle|avenida|plaza"
-        r"|paseo|rua|straat|laan|gracht|plein)\s+(?:(?i:de|del|della|di|da|la|le|les|du|des|do|dos|das"
-        rf"|van|der|den)\s+)*{_NAME_PART}(?:\s+{_NAME_PART})*(?:,?\s+\d+\s?[a-zA-Z]?\b)?"
-    ),
-)
-_UK_POSTCODE = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}\b")
-_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "CH", "AT")
-"""Regions whose national formats are recognised without a +country prefix."""
+from steps.definition import Prompt
 
-# Words that start sentences, greet, sign off or name the business, in the languages the
-# samples use: capitalised, they are not names. Kept short on purpose: a word missing here is
-# redacted when it is in the customer's own text, which costs the model a word, never a leak.
-_COMMON = frozenset(
-    """
-    a about after again all also am an and any are as at be because been before being below but by
-    can could did do does doing down during each few for from further had has have having he her
-    here hers him his how i if in into is it its just me more most my no nor not now of off on once
-    only or other our ours out over own same she should so some such than that the their theirs
-    them then there these they this those through to too under until up very was we were what when
-    where which while who whom why will with would you your yours yes ok okay hello hi hey dear
-    thanks thank regards best kind sincerely cheers please sorry urgent asap re fw fwd subject
-    attachment attached message email e-mail mail phone call chat form reply customer client
-    account invoice order payment refund charge charged card bank billing bill support service team
-    help issue problem question request ticket number id reference monday tuesday wednesday
-    thursday friday saturday sunday today tomorrow yesterday january february march april may june
-    july august september october november december mr mrs ms miss dr prof sir madam iban bic swift
-    ssn dob pin cvv zip postcode passport licence license tax vat id no nr hallo guten tag danke
-    grüße gruß mit freundlichen liebe lieber sehr geehrte geehrter bitte bonjour merci cordialement
-    madame monsieur hola gracias saludos buongiorno grazie ciao
-    i'm i’m i've i’ve i'll i’ll i'd i’d we're we’re we've you're it's it’s that's don't can't won't
-    """.split()  # noqa: SIM905 (a word list reads best as words)
+__all__ = ["Constants", "Leak", "PiiGuard", "normalise"]
+
+_WHOLE_MAX = 200
+"""Longer values (a whole message) are not matched whole, or word by word: their words are the
+language itself. Only their shaped parts (e-mails, digit runs...) are."""
+
+_DIGIT_WORDS = {
+    **dict.fromkeys(["zero", "oh", "null", "nul", "zéro", "cero"], "0"),
+    **dict.fromkeys(["one", "eins", "un", "une", "uno", "una", "um", "uma", "een", "jeden", "jedna"], "1"),
+    **dict.fromkeys(["two", "zwei", "deux", "dos", "due", "dois", "duas", "twee", "dwa", "dwie"], "2"),
+    **dict.fromkeys(["three", "drei", "trois", "tres", "tre", "três", "drie", "trzy"], "3"),
+    **dict.fromkeys(["four", "vier", "quatre", "cuatro", "quattro", "quatro", "cztery"], "4"),
+    **dict.fromkeys(["five", "fünf", "cinq", "cinco", "cinque", "vijf", "pięć"], "5"),
+    **dict.fromkeys(["six", "sechs", "seis", "sei", "zes", "sześć"], "6"),
+    **dict.fromkeys(["seven", "sieben", "sept", "siete", "sette", "sete", "zeven", "siedem"], "7"),
+    **dict.fromkeys(["eight", "acht", "huit", "ocho", "otto", "oito", "osiem"], "8"),
+    **dict.fromkeys(["nine", "neun", "neuf", "nueve", "nove", "negen", "dziewięć"], "9"),
+}
+_KANJI_DIGITS = str.maketrans("〇零一二三四五六七八九’‘ʼ`´", "00123456789'''''")
+"""Kanji digits as digits, and every apostrophe as one (O’Connor is O'Connor)."""
+_DIGIT_WORD = re.compile(r"(?<!\w)(" + "|".join(sorted(_DIGIT_WORDS, key=len, reverse=True)) + r")(?!\w)")
+_SPACES = re.compile(r"\s+")
+_CJK_CLASS = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+_CJK = re.compile(_CJK_CLASS)
+_CJK_RUN = re.compile(f"{_CJK_CLASS}+")
+"""Kana, CJK ideographs and Hangul: no spaces between words, so compared as runs, not words."""
+_LETTER = rf"(?:(?!{_CJK_CLASS})[^\W\d_])"
+_WORD = re.compile(rf"{_LETTER}+(?:'{_LETTER}+)*")
+"""A word of a script written with spaces; a CJK run beside it (``メールhiroshi``) is not part of it."""
+_WORD_CHAR = rf"(?:(?!{_CJK_CLASS})\w)"
+_DIGIT_RUN = re.compile(r"\d(?:[ .\-/()]*\d)*")
+_SHAPES = (  # ASCII classes, so that text of another script written against them stays out
+    ("e-mail", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")),
+    ("web address", re.compile(r"(?:https?://|www\.)[A-Za-z0-9._~:/?#@!$&*+,;=%-]+")),
+    ("handle", re.compile(r"(?<![A-Za-z0-9_@])@[A-Za-z0-9_.]{2,}")),
 )
+_PLACEHOLDER = re.compile(r"\[[A-Z][A-Z0-9_ ]*\]")
+_WIRE_WORDS = frozenset(
+    """system user assistant developer tool tools function functions text content type role
+    object string integer number boolean array null auto any required properties items enum
+    description title json json_schema json_object tool_use tool_result input_schema schema
+    parameters name strict additionalproperties anyof allof oneof default format pattern ref
+    defs minlength maxlength minimum maximum const true false""".split()  # noqa: SIM905 (a word list)
+)
+"""Words of the chat-completions and messages wire formats and of JSON schemas."""
+
+
+def normalise(text: str) -> str:
+    """Text as the guard compares it: NFKC, case-folded, one kind of space and of apostrophe,
+    digits as digits."""
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_KANJI_DIGITS)
+    text = _SPACES.sub(" ", text).strip()
+    return _DIGIT_WORD.sub(lambda m: _DIGIT_WORDS[m.group(1)], text)
+
+
+def _digits(run: str) -> str:
+    return re.sub(r"\D", "", run)
 
 
 @dataclass(frozen=True)
-class Finding:
-    """One piece of personal data in a text: what kind, where."""
+class Leak:
+    """One of the instance's personal values found in a request: what kind, from where, where."""
 
     kind: str
-    start: int
-    end: int
+    """``value`` (a whole value), ``word`` (one word of one), ``e-mail``, ``handle``,
+    ``web address`` or ``number``."""
+    source: str
+    """The field it was learned from: ``input.message``, ``extract-contact.name``."""
+    where: str
+    """Where in the request body: ``messages[1].content``."""
+
+    def describe(self) -> str:
+        article = "an" if self.kind[0] in "aeiou" else "a"
+        return f"{article} {self.kind} from {self.source} (in {self.where})"
 
 
-@dataclass
-class Redaction:
-    """What placeholders stand for (kept in this process only), and what was hidden, by kind."""
+@dataclass(frozen=True)
+class Constants:
+    """What every request of one step carries, whichever instance: never a finding."""
 
-    originals: dict[str, str] = field(default_factory=dict)
-    counts: Counter[str] = field(default_factory=Counter)
+    phrases: re.Pattern[str] | None
+    """Raw text masked before matching: the system prompt, template segments, schema strings."""
+    words: frozenset[str]
+    """Normalised words that are never a finding (the wire format's, the prompt's, the schema's)."""
 
-    def placeholder(self, kind: str, value: str) -> str:
-        for placeholder, original in self.originals.items():
-            if original.casefold() == value.casefold() and placeholder.startswith(f"[{kind} "):
-                return placeholder
-        placeholder = f"[{kind} {len(self.originals) + 1}]"
-        self.originals[placeholder] = value
-        return placeholder
+    @staticmethod
+    @functools.lru_cache(maxsize=512)
+    def of(prompt: Prompt, output_model: type[BaseModel], options: frozenset[str]) -> Constants:
+        schema = output_model.model_json_schema()
+        texts = [prompt.system, *_template_segments(prompt.user), *options]
+        texts.extend([*_keys(schema), *(text for _, text in _leaves(schema))])
+        texts.extend({json.dumps(schema, ensure_ascii=a, indent=i) for a in (True, False) for i in (None, 2)})
+        phrases = sorted({t for t in texts if t.strip()}, key=len, reverse=True)
+        words = set(_WIRE_WORDS)
+        for text in texts:
+            words.update(_WORD.findall(normalise(text)))
+        pattern = re.compile("|".join(map(re.escape, phrases))) if phrases else None
+        return Constants(pattern, frozenset(words))
 
-    def restore(self, value: Any) -> Any:
-        """``value`` (an output model's dump) with every placeholder put back, here, locally."""
-        if isinstance(value, str):
-            return _PLACEHOLDER.sub(lambda m: self.originals.get(m.group(0), m.group(0)), value)
-        if isinstance(value, list):
-            return [self.restore(item) for item in value]
-        if isinstance(value, dict):
-            return {key: self.restore(item) for key, item in value.items()}
-        return value
+
+def _template_segments(template: str) -> list[str]:
+    """The literal text between a template's placeholders."""
+    return [part for part in Template.pattern.split(template) if part and not part.isidentifier()]
 
 
 class PiiGuard:
-    """The personal data of one instance, and the patterns that find more: thread-safe enough
-    (learning only adds; a step reads the sets as they are when it starts)."""
+    """The personal values of one instance, and the check every public request's bytes pass.
+
+    Learning only adds; a check reads the sets as they are when it starts.
+    """
 
     def __init__(self) -> None:
         self._phrases: dict[str, tuple[str, str]] = {}
-        """Whole values and addresses: lowercased -> (as written, kind)."""
+        """Normalised whole values and shaped parts -> (kind, source)."""
         self._phrase_pattern: re.Pattern[str] | None = None
-        self._names: set[str] = set()
-        """Name-like words, casefolded."""
-        self._digits: set[str] = set()
-        """Digit runs of 4 or more, digits only."""
+        self._words: dict[str, str] = {}
+        """Normalised words of short values (Latin and other scripts with spaces) -> source."""
+        self._fragments: dict[str, str] = {}
+        """Runs of CJK characters from short values (no spaces to split on) -> source."""
+        self._numbers: dict[str, str] = {}
+        """Digit runs of 4 or more, digits only -> source."""
 
-    def learn(self, value: Any, *, whole: bool = False) -> None:
-        """Take every string in ``value`` (a payload, a model dump) as this instance's personal data.
+    def __bool__(self) -> bool:
+        return bool(self._phrases or self._words or self._fragments or self._numbers)
 
-        ``whole``: the strings are values in their own right (a pii step's output fields), so
-        each is kept whole too, not only its words and digits.
-        """
-        for text in _strings(value):
-            self._learn_text(text, whole=whole)
+    def learn(self, value: Any, source: str) -> None:
+        """Take every string in ``value`` (a model, a dump, a string) as this instance's personal
+        data, learned from ``source`` (``input``, ``extract-contact``) and the path within it."""
+        for path, text in _leaves(value):
+            self._learn_text(text, f"{source}.{path}" if path else source)
 
-    def _learn_text(self, text: str, *, whole: bool) -> None:
-        text = text.strip()
-        if not text:
+    def _learn_text(self, text: str, source: str) -> None:
+        text = _PLACEHOLDER.sub(" ", text)
+        norm = normalise(text)
+        if not norm:
             return
-        if whole and len(text) >= 3 and not text.isdigit():
-            self._phrase(text, _kind_of(text))
-        for word in _WORD.findall(text):
-            if word[0].isupper() and len(word) >= 2 and word.casefold() not in _COMMON:
-                self._names.add(word.casefold().rstrip("'’-"))
-            elif whole and len(word) >= 3 and word.casefold() not in _COMMON:
-                self._names.add(word.casefold())
-        for run in _DIGITS.findall(text):
-            digits = re.sub(r"\D", "", run)
+        for kind, pattern in _SHAPES:
+            for match in pattern.finditer(norm):
+                self._phrase(match.group(0).rstrip(".,;:!?)"), kind, source)
+        for run in _DIGIT_RUN.findall(norm):
+            digits = _digits(run)
             if len(digits) >= 4:
-                self._digits.add(digits)
-        for pattern in (*_ADDRESSES, _UK_POSTCODE):
-            for match in pattern.finditer(text):
-                self._phrase(match.group(0).strip(" ,"), "ADDRESS")
-        for finding in self.patterns(text):
-            self._phrase(text[finding.start : finding.end], finding.kind)
+                self._numbers.setdefault(digits, source)
+        if len(norm) > _WHOLE_MAX:
+            return
+        if len(norm) >= 2 and not norm.replace(" ", "").isdigit():  # numbers: compared as digit runs
+            self._phrase(norm, "value", source)
+        for word in _WORD.findall(norm):
+            if len(word) >= 2:
+                self._words.setdefault(word, source)
+        for fragment in _CJK_RUN.findall(norm):
+            if len(fragment) >= 2:
+                self._fragments.setdefault(fragment, source)
 
-    def _phrase(self, text: str, kind: str) -> None:
-        if text.lower() not in self._phrases:
-            self._phrases[text.lower()] = (text, kind)
+    def _phrase(self, norm: str, kind: str, source: str) -> None:
+        if norm and norm not in self._phrases:
+            self._phrases[norm] = (kind, source)
             self._phrase_pattern = None
 
-    # Finding ---------------------------------------------------------------------------
+    def leaks(
+        self, body: bytes, constants: Constants, *, also_constant: frozenset[str] = frozenset()
+    ) -> list[Leak]:
+        """Every personal value of this instance in a request body about to be sent.
 
-    def find(self, text: str) -> list[Finding]:
-        """Every piece of this instance's personal data, and every pattern, in ``text``."""
-        found = list(self.patterns(text))
-        if self._phrases:
-            if self._phrase_pattern is None:  # longest first, so a whole address beats its street
-                written = sorted((p for p, _ in self._phrases.values()), key=len, reverse=True)
-                # Whitespace in a phrase matches any run of it: a value re-wrapped on two lines.
-                alternatives = (r"\s+".join(map(re.escape, p.split())) for p in written)
-                self._phrase_pattern = re.compile("|".join(alternatives), re.IGNORECASE)
-            for match in self._phrase_pattern.finditer(text):
-                kind = self._phrases.get(" ".join(match.group(0).split()).lower(), ("", "PII"))[1]
-                found.append(Finding(kind, match.start(), match.end()))
-        for match in _WORD.finditer(text):
-            if match.group(0).casefold().rstrip("'’-") in self._names:
-                found.append(Finding("NAME", match.start(), match.end()))
-        for match in _DIGITS.finditer(text):
-            digits = re.sub(r"\D", "", match.group(0))
-            if len(digits) >= 4 and any(digits in known or known in digits for known in self._digits):
-                found.append(Finding("NUMBER", match.start(), match.end()))
-        return _outermost(found, text)
-
-    def patterns(self, text: str) -> Iterator[Finding]:
-        """Personal data found by pattern alone (no knowledge of the instance)."""
-        import phonenumbers
-        from stdnum import iban, luhn
-        from stdnum.us import ssn
-
-        for match in _EMAIL.finditer(text):
-            yield Finding("EMAIL", match.start(), match.end())
-        for match in _IBAN.finditer(text):
-            if iban.is_valid(match.group(0)):
-                yield Finding("IBAN", match.start(), match.end())
-        for match in _CARD.finditer(text):
-            if luhn.is_valid(re.sub(r"\D", "", match.group(0))):
-                yield Finding("CARD", match.start(), match.end())
-        for match in _SSN.finditer(text):
-            if ssn.is_valid(match.group(0)):
-                yield Finding("ID", match.start(), match.end())
-        for match in _ID.finditer(text):
-            if _national_id(match.group(0)):
-                yield Finding("ID", match.start(), match.end())
-        for pattern in (_IPV4, _IPV6):
-            for match in pattern.finditer(text):
-                if _is_ip(match.group(0)):
-                    yield Finding("IP", match.start(), match.end())
-        for match in _DATE.finditer(text):
-            yield Finding("DATE", match.start(), match.end())
-        seen: set[tuple[int, int]] = set()
-        for region in _PHONE_REGIONS:
-            for phone in phonenumbers.PhoneNumberMatcher(text, region):
-                if (phone.start, phone.end) not in seen:
-                    seen.add((phone.start, phone.end))
-                    yield Finding("PHONE", phone.start, phone.end)
-
-    # Redacting -------------------------------------------------------------------------
-
-    def redact(self, text: str, redaction: Redaction) -> str:
-        """``text`` with every finding replaced by its placeholder (counted in ``redaction``)."""
-        parts: list[str] = []
-        at = 0
-        for finding in self.find(text):
-            value = text[finding.start : finding.end]
-            parts.append(text[at : finding.start])
-            parts.append(redaction.placeholder(finding.kind, value))
-            redaction.counts[finding.kind.lower()] += 1
-            at = finding.end
-        parts.append(text[at:])
-        return "".join(parts)
-
-    def redact_messages(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Redaction]:
-        """The messages with their text redacted, and what the placeholders stand for."""
-        redaction = Redaction()
-        redacted = [
-            {**message, "content": self.redact(message["content"], redaction)}
-            if isinstance(message.get("content"), str)
-            else message
-            for message in messages
-        ]
-        return redacted, redaction
-
-    def leaks(self, body: bytes) -> Counter[str]:
-        """What personal data is still in a request body about to be sent (by kind, no values).
-
-        Every string of the JSON body is checked (messages, system prompt, tool schemas and their
-        examples), decoded, so an escaped ``\\u00fc`` hides nothing; a body that is not JSON is
-        checked as text.
+        Every string of the JSON body is checked (messages, system prompt, tool schemas),
+        decoded, so an escaped ``\\u00fc`` hides nothing; a body that is not JSON is checked as
+        text. ``also_constant``: more text that is the same for every instance (the model name).
         """
         try:
-            texts = list(_strings(json.loads(body)))
+            parsed: Any = json.loads(body)
         except ValueError:
-            texts = [body.decode("utf-8", "replace")]
-        counts: Counter[str] = Counter()
-        for text in texts:
-            for finding in self.find(_PLACEHOLDER.sub(" ", text)):
-                counts[finding.kind.lower()] += 1
-        return counts
+            parsed = body.decode("utf-8", "replace")
+        keys = {normalise(key) for key in _keys(parsed)}
+        constant_words = set(constants.words | keys)
+        for text in also_constant:
+            constant_words.update(_WORD.findall(normalise(text)))
+        extra = re.compile("|".join(map(re.escape, sorted(also_constant, key=len, reverse=True))))
+        found: dict[tuple[str, str, str], Leak] = {}
+        for where, text in _leaves(parsed):
+            if also_constant:
+                text = extra.sub("\x00", text)
+            for leak in self._find(text, where or "the body", constants, constant_words):
+                found.setdefault((leak.kind, leak.source, leak.where), leak)
+        return list(found.values())
+
+    def _find(
+        self, text: str, where: str, constants: Constants, constant_words: frozenset[str] | set[str]
+    ) -> Iterator[Leak]:
+        if constants.phrases is not None:
+            text = constants.phrases.sub("\x00", text)
+        text = _PLACEHOLDER.sub("\x00", text)
+        norm = normalise(text)
+        if not norm.strip("\x00 "):
+            return
+        if self._phrases:
+            if self._phrase_pattern is None:
+                alternatives = sorted(self._phrases, key=len, reverse=True)
+                self._phrase_pattern = re.compile(
+                    "|".join(
+                        re.escape(p)
+                        if _CJK.search(p)
+                        else rf"(?<!{_WORD_CHAR}){re.escape(p)}(?!{_WORD_CHAR})"
+                        for p in alternatives
+                    )
+                )
+            for match in self._phrase_pattern.finditer(norm):
+                value = match.group(0)
+                if " " not in value and value in constant_words:
+                    continue
+                kind, source = self._phrases[value]
+                yield Leak(kind, source, where)
+        for word in _WORD.findall(norm):
+            learned = self._words.get(word)
+            if learned is not None and word not in constant_words:
+                yield Leak("word", learned, where)
+        for fragment, source in self._fragments.items():
+            if fragment in norm:
+                yield Leak("word", source, where)
+        for run in _DIGIT_RUN.findall(norm):
+            digits = _digits(run)
+            if len(digits) < 4:
+                continue
+            for known, source in self._numbers.items():
+                if digits in known or known in digits or _same_line(digits, known):
+                    yield Leak("number", source, where)
+                    break
 
 
-def _strings(value: Any) -> Iterator[str]:
-    """Every string value in a JSON-like value (not the keys: field names), without recursion."""
+def _same_line(a: str, b: str) -> bool:
+    """One phone number written nationally and internationally (020 7946 0958, +44 20 7946 0958):
+    the same last 7 digits or more."""
+    return len(a) >= 7 and len(b) >= 7 and a[-7:] == b[-7:]
+
+
+def _leaves(value: Any, root: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a JSON-like value (or a model), with its path: ``messages[1].content``."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    stack: list[tuple[str, Any]] = [(root, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            yield path, item
+        elif isinstance(item, BaseModel):
+            stack.append((path, item.model_dump(mode="json")))
+        elif isinstance(item, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), child) for key, child in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
+
+
+def _keys(value: Any) -> Iterator[str]:
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
+        if isinstance(item, dict):
+            yield from (str(key) for key in item)
             stack.extend(item.values())
-        elif isinstance(item, list | tuple):
+        elif isinstance(item, list):
             stack.extend(item)
-        elif hasattr(item, "model_dump"):
-            stack.append(item.model_dump(mode="json"))
-
-
-def _kind_of(value: str) -> str:
-    if _EMAIL.fullmatch(value):
-        return "EMAIL"
-    if sum(c.isdigit() for c in value) >= 4:
-        return "NUMBER"
-    return "NAME"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return not (address.is_unspecified or (address.version == 6 and text.count(":") < 2))
-
-
-def _national_id(text: str) -> bool:
-    """A national identifier with a checksum: the formats customers most often quote."""
-    from stdnum.de import idnr
-    from stdnum.es import dni, nie
-    from stdnum.fr import nir
-    from stdnum.it import codicefiscale
-    from stdnum.nl import bsn
-
-    validators: Iterable[Any] = (idnr, nir, dni, nie, codicefiscale, bsn)
-    return any(_valid(module, text) for module in validators)
-
-
-def _valid(module: Any, text: str) -> bool:
-    try:
-        return bool(module.is_valid(text))
-    except Exception:  # a validator that does not take this shape at all
-        return False
-
-
-def _outermost(found: list[Finding], text: str) -> list[Finding]:
-    """Findings in order, overlaps merged into the widest (its first kind wins), no placeholders."""
-    merged: list[Finding] = []
-    for finding in sorted(found, key=lambda f: (f.start, -(f.end - f.start))):
-        if _PLACEHOLDER.fullmatch(text[finding.start : finding.end]):
-            continue
-        if merged and finding.start < merged[-1].end:
-            last = merged[-1]
-            merged[-1] = Finding(last.kind, last.start, max(last.end, finding.end))
-        else:
-            merged.append(finding)
-    return merged

@@ -181,7 +181,7 @@ def probe_model(
     ``StepFailed`` when the provider cannot be reached or refuses the key or the account,
     whatever the mode (``_ENDPOINT_FAILURES``).
     """
-    from steps.runtime import MemorySink, StepExecutor
+    from steps.runtime import Clearance, MemorySink, StepExecutor
 
     check_model_id(settings, model_id)
     config = settings.models[model_id]
@@ -211,7 +211,7 @@ def probe_model(
             step = replace(_PROBE_STEP, model=variant_id)
             sink = MemorySink("probe")
             try:
-                executor.run(step, _QUESTION, sink)
+                executor.run(step, _QUESTION, sink, Clearance.alone(step))
             except StepFailed as exc:
                 last = sink.finished[-1] if sink.finished else None
                 said = provider_message(exc) or _said(last) or exc.message

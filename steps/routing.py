@@ -1,9 +1,12 @@
 """Which catalog models serve a step, in what order, and why.
 
 The privacy rule is enforced here, at call time, for every route including
-fallbacks: a ``pii`` step is only ever given a model whose provider is marked
-private. ``check_step`` applies the same rules when a workflow is loaded, so a
-chain that could cross the line is rejected before anything runs.
+fallbacks: a step its ``StepPrivacy`` keeps private (it renders something that
+may be personal, or is declared pii: ``steps.privacy``) is only ever given a
+model whose provider is marked private. Every function takes that decision as a
+required argument, so no caller can route a step without it. ``check_step``
+applies the same rules when a workflow is loaded, so a chain that could cross
+the line is rejected before anything runs.
 
 Tier is a preference: when no available model reaches the step's tier, the
 most capable eligible one is used and the reason says so (a keyless machine
@@ -17,8 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from steps.definition import RoutePolicy, Sensitivity, Step
+from steps.definition import RoutePolicy, Step
 from steps.errors import ConfigError
+from steps.privacy import StepPrivacy
 from steps.settings import ModelConfig, Settings
 
 __all__ = ["Route", "check_step", "choose_route", "escalation_route", "fallback_chain", "ineligibility"]
@@ -44,14 +48,19 @@ def ineligibility(
     settings: Settings,
     prompt_chars: int = 0,
     latency: Mapping[str, float] | None = None,
+    *,
+    privacy: StepPrivacy,
 ) -> str | None:
     """Why ``model_id`` may not serve ``step`` now, or ``None`` when it may."""
     model = settings.models.get(model_id)
     if model is None:
         return f"{model_id!r} is not in the catalog (known: {sorted(settings.models)})"
     provider = settings.providers[model.provider]
-    if step.sensitivity is Sensitivity.PII and not provider.private:
-        return f"{model_id!r} is on provider {model.provider!r}, which is not private, and the step is pii"
+    if privacy.private_only and not provider.private:
+        return (
+            f"{model_id!r} is on provider {model.provider!r}, which is not private, and step "
+            f"{step.name!r} may use private models only ({privacy.private_reason})"
+        )
     if not provider.available:
         return f"{model_id!r} needs the environment variable {provider.api_key_env}"
     needed = prompt_chars // _CHARS_PER_TOKEN + (step.effective_sampling.max_tokens or 0)
@@ -68,8 +77,8 @@ def ineligibility(
     return None
 
 
-def check_step(step: Step[Any, Any], settings: Settings) -> None:
-    """Reject, at load time, a pinned model or fallback chain that breaks the catalog or pii rule."""
+def check_step(step: Step[Any, Any], settings: Settings, *, privacy: StepPrivacy) -> None:
+    """Reject, at load time, a pinned model or fallback chain that breaks the catalog or privacy rule."""
     for model_id in (*([step.model] if step.model else []), *step.fallbacks):
         model = settings.models.get(model_id)
         if model is None:
@@ -77,10 +86,12 @@ def check_step(step: Step[Any, Any], settings: Settings) -> None:
                 f"step {step.name!r} names model {model_id!r}, which is not in the catalog "
                 f"(known: {sorted(settings.models)})"
             )
-        if step.sensitivity is Sensitivity.PII and not settings.is_private(model_id):
+        if privacy.private_only and not settings.is_private(model_id):
             raise ConfigError(
-                f"step {step.name!r} is pii but names model {model_id!r} on provider "
-                f"{model.provider!r}, which is not private; use a private model"
+                f"step {step.name!r} may use private models only ({privacy.private_reason}) but "
+                f"names model {model_id!r} on provider {model.provider!r}, which is not private; "
+                "name a private model, or give the step only fields that cannot carry free text "
+                "or Declassified text"
             )
 
 
@@ -89,12 +100,14 @@ def choose_route(
     settings: Settings,
     prompt_chars: int = 0,
     latency: Mapping[str, float] | None = None,
+    *,
+    privacy: StepPrivacy,
 ) -> Route:
     """Pick the first model for ``step``: pinned, else the best eligible one by the step's policy."""
-    check_step(step, settings)
-    private_only = step.sensitivity is Sensitivity.PII
+    check_step(step, settings, privacy=privacy)
+    private_only = privacy.private_only
     if step.model is not None:
-        problem = ineligibility(step, step.model, settings, prompt_chars, latency)
+        problem = ineligibility(step, step.model, settings, prompt_chars, latency, privacy=privacy)
         if problem:
             raise ConfigError(f"step {step.name!r} pins a model it cannot use now: {problem}")
         return Route(step.model, settings.models[step.model], f"pinned by step {step.name!r}")
@@ -102,10 +115,10 @@ def choose_route(
     eligible = [
         (model_id, model)
         for model_id, model in settings.models.items()
-        if ineligibility(step, model_id, settings, prompt_chars, latency) is None
+        if ineligibility(step, model_id, settings, prompt_chars, latency, privacy=privacy) is None
     ]
     if not eligible:
-        need = "a private provider" if private_only else "an available provider"
+        need = f"a private provider ({privacy.private_reason})" if private_only else "an available provider"
         limits = " within its cost and latency limits" if step.max_cost_usd or step.latency_budget_ms else ""
         raise ConfigError(
             f"no catalog model can serve step {step.name!r}{limits}: it needs {need}; add one to "
@@ -146,6 +159,8 @@ def fallback_chain(
     first: Route,
     prompt_chars: int = 0,
     latency: Mapping[str, float] | None = None,
+    *,
+    privacy: StepPrivacy,
 ) -> list[Route]:
     """The routed model, then each eligible fallback; skipped ones are named in the next reason."""
     chain = [first]
@@ -153,7 +168,7 @@ def fallback_chain(
     for model_id in step.fallbacks:
         if model_id == first.model_id:
             continue
-        problem = ineligibility(step, model_id, settings, prompt_chars, latency)
+        problem = ineligibility(step, model_id, settings, prompt_chars, latency, privacy=privacy)
         if problem:
             skipped.append(problem)
             continue
@@ -166,14 +181,15 @@ def fallback_chain(
 
 
 def escalation_route(
-    step: Step[Any, Any], settings: Settings, after: str, prompt_chars: int = 0
+    step: Step[Any, Any], settings: Settings, after: str, prompt_chars: int = 0, *, privacy: StepPrivacy
 ) -> Route | None:
     """The cheapest eligible model more capable than ``after``, for one retry of a schema failure."""
     floor = settings.models[after].tier.rank
     better = [
         (model_id, model)
         for model_id, model in settings.models.items()
-        if model.tier.rank > floor and ineligibility(step, model_id, settings, prompt_chars) is None
+        if model.tier.rank > floor
+        and ineligibility(step, model_id, settings, prompt_chars, privacy=privacy) is None
     ]
     if not better:
         return None

@@ -8,6 +8,9 @@ process killed mid-request leaves a record of the request it had in flight.
 A request whose record could not be written is never sent
 (``steps.providers.write_ahead``): the step fails as ``storage``, or stops as
 ``Superseded`` when the sink says the instance changed hands.
+Where a step may go is its ``Clearance``'s to say (``steps.privacy``), and a
+request to a non-private model for an instance holding personal data leaves
+only once its exact bytes pass the instance's guard (``steps.pii``).
 This module knows nothing about databases or Prefect.
 """
 
@@ -35,13 +38,14 @@ from steps.errors import (
     StepLineError,
     Superseded,
 )
-from steps.pii import PiiGuard, Redaction
+from steps.pii import Constants, Leak, PiiGuard
+from steps.privacy import StepPrivacy
 from steps.providers import ModelClient, ProviderPool, capture_bodies, write_ahead
 from steps.retry import RetryPolicy
 from steps.routing import Route, choose_route, escalation_route, fallback_chain
 from steps.settings import Settings
 
-__all__ = ["AttemptRecord", "AttemptSink", "MemorySink", "StepExecutor", "validation_errors"]
+__all__ = ["AttemptRecord", "AttemptSink", "Clearance", "MemorySink", "StepExecutor", "validation_errors"]
 
 OutT = TypeVar("OutT", bound=BaseModel)
 
@@ -76,9 +80,10 @@ class AttemptRecord:
     retry_after_s: float | None = None
     wait_s: float | None = None
     """Seconds waited (backoff, retry-after or client-side rate limit) before this was sent."""
-    pii: dict[str, dict[str, int]] | None = None
-    """Personal data kept out of this request, by kind and count (never the values):
-    ``redacted`` into placeholders, ``blocked`` (still found as it left: not sent)."""
+    pii: dict[str, Any] | None = None
+    """Privacy of this request, never a value: ``declassified`` (field -> what cleared the text it
+    carried), ``blocked`` (the instance's personal values found as it left, so it was not sent:
+    each ``{kind, source, where}``)."""
     response_failure: FailureClass | None = field(default=None, repr=False)
     attempt_id: str | None = None
     """The sink's id for this attempt, once ``attempt_started`` recorded it."""
@@ -86,6 +91,23 @@ class AttemptRecord:
     @property
     def ok(self) -> bool:
         return self.failure is None
+
+
+@dataclass(frozen=True)
+class Clearance:
+    """What one step run may reveal, and to whom: decided before its first request."""
+
+    privacy: StepPrivacy
+    """Where the step may run (``steps.privacy``): the router's privacy rule."""
+    declassified: Mapping[str, str] = field(default_factory=dict)
+    """Rendered fields holding cleared text -> what cleared it; recorded on every attempt."""
+    guard: PiiGuard | None = None
+    """The instance's personal values, checked in each request to a non-private model."""
+
+    @classmethod
+    def alone(cls, step: Step[Any, Any]) -> Clearance:
+        """For a step run outside any workflow instance: only its own declaration counts."""
+        return cls(StepPrivacy.alone(step))
 
 
 class AttemptSink(Protocol):
@@ -177,8 +199,7 @@ class _StepCall(Generic[OutT]):
     """How long a model whose quota ran out stays out of service for every caller."""
     schema: dict[str, Any]
     """The output model's JSON schema, computed once per step execution."""
-    guard: PiiGuard | None
-    """The instance's personal data, kept out of requests to non-private models."""
+    clearance: Clearance
     sent: list[int] = field(default_factory=lambda: [0])
     """Requests this step has sent so far, every model, retry and re-ask counted (one cell, so
     that the frozen call can still count)."""
@@ -221,9 +242,10 @@ class _Attempts:
         """The attempt whose record failed, so it was not sent."""
         self.guard: PiiGuard | None = None
         """Set when the request goes to a non-private model for an instance with personal data."""
-        self.redaction: Redaction | None = None
-        self.blocked: dict[str, int] | None = None
-        """What the guard still found in the body as it left (kind -> count): the request stopped."""
+        self.constants: Constants | None = None
+        """What every request of this step carries, whichever instance (never a finding)."""
+        self.blocked: list[Leak] | None = None
+        """The instance's personal values the guard found in the body as it left: not sent."""
 
     def _record(self, write: Callable[[AttemptRecord], object], record: AttemptRecord) -> None:
         try:
@@ -237,12 +259,17 @@ class _Attempts:
         record = self.pending
         if record is None or record.attempt_id is None:
             raise _Unrecorded("the attempt for this request was not recorded, so it is not sent")
-        if self.guard is not None and body is not None:
-            leaks = self.guard.leaks(body)
+        if self.guard is not None and self.constants is not None and body is not None:
+            leaks = self.guard.leaks(
+                body, self.constants, also_constant=frozenset({self.client.config.model})
+            )
             if leaks:
-                self.blocked = dict(sorted(leaks.items()))
-                record.pii = {**(record.pii or {}), "blocked": self.blocked}
-                raise _Unrecorded("personal data is still in the request, so it is not sent")
+                self.blocked = leaks
+                record.pii = {
+                    **(record.pii or {}),
+                    "blocked": [{"kind": x.kind, "source": x.source, "where": x.where} for x in leaks],
+                }
+                raise _Blocked("the instance's personal data is in the request, so it is not sent")
         # The model's rate limit is taken here, as the bytes leave, not before the attempt row
         # is written: a slow write between the two would let turns taken 1/rate apart reach the
         # provider bunched together (seen: 7 requests in one second under a 5/s limit).
@@ -278,8 +305,8 @@ class _Attempts:
             sampling=sampling,
             request_messages=_json_safe(messages),
             expected_schema=self.call.schema,
-            pii={"redacted": dict(sorted(self.redaction.counts.items()))}
-            if self.redaction is not None and self.redaction.counts
+            pii={"declassified": dict(self.call.clearance.declassified)}
+            if self.call.clearance.declassified
             else None,
             started_at=datetime.now(UTC),
             wait_s=(self.wait_s or None) if self.count == 1 else None,  # plus the gate's, at permit()
@@ -401,10 +428,14 @@ def _describe_failure(record: AttemptRecord, error: BaseException) -> str:
     if record.failure is FailureClass.QUOTA:
         return f"the account's quota or spend limit is used up: {error}"
     if record.failure is FailureClass.PII_BLOCKED:
-        found = ", ".join(f"{kind} x{count}" for kind, count in (record.pii or {}).get("blocked", {}).items())
+        found = "; ".join(
+            Leak(x["kind"], x["source"], x["where"]).describe() for x in (record.pii or {}).get("blocked", [])
+        )
         return (
-            f"not sent to {record.model_id}: personal data was still in the request after redaction "
-            f"({found}; in text the prompt does not carry, such as the output schema)"
+            f"step {record.step!r}: not sent to {record.model_id}, which is not private: the request "
+            f"carried this instance's personal data: {found}. Its fields were cleared, so a "
+            "declassifier or an option list let the value through: fix that, or pin the step to a "
+            "private model"
         )
     return str(error)
 
@@ -412,6 +443,11 @@ def _describe_failure(record: AttemptRecord, error: BaseException) -> str:
 class _Unrecorded(Exception):
     """Raised as a request would leave without its attempt recorded; the SDK turns it into a
     connection error, and the sink's own failure is what the step reports."""
+
+
+class _Blocked(Exception):
+    """Raised as a request would leave for a non-private model carrying the instance's personal
+    data; the SDK turns it into a connection error, and the attempt says ``pii_blocked``."""
 
 
 def _root_parse_error(error: BaseException) -> BaseException:
@@ -476,25 +512,23 @@ class StepExecutor:
     def close(self) -> None:
         self.pool.close()
 
-    def prepare(self, step: Step[Any, Any]) -> None:
+    def prepare(self, step: Step[Any, Any], privacy: StepPrivacy) -> None:
         """Start building the client ``step`` will most likely use first (``ProviderPool.prepare``)."""
         try:
-            route = choose_route(step, self.settings)
+            route = choose_route(step, self.settings, privacy=privacy)
         except StepLineError:  # the step itself will say why, with its prompt and inputs
             return
         self.pool.prepare(route.model_id)
 
-    def run(
-        self, step: Step[Any, OutT], inputs: BaseModel, sink: AttemptSink, guard: PiiGuard | None = None
-    ) -> OutT:
+    def run(self, step: Step[Any, OutT], inputs: BaseModel, sink: AttemptSink, clearance: Clearance) -> OutT:
         """Return the validated output, or raise ``StepFailed`` after recording every attempt.
 
         Transient failures are retried on the same model (``RetryPolicy``); when
         those retries run out the next model of the step's fallback chain is
         tried. Schema failures are re-asked by Instructor; refusals move on only
-        where the step allows it. With a ``guard`` (an instance holding personal
-        data), every request to a non-private model is redacted and checked as
-        it leaves (``steps.pii``); the answer gets the real values back here.
+        where the step allows it. Only models ``clearance`` allows are offered;
+        with a guard (an instance holding personal data), every request to a
+        non-private model is checked as it leaves (``steps.pii``).
         """
         if not isinstance(inputs, step.input_model):
             raise DefinitionError(
@@ -503,8 +537,9 @@ class StepExecutor:
         messages = step.prompt.render(inputs)
         prompt_chars = sum(len(m["content"]) for m in messages)
         observed = self._latency() if self._latency else None
-        first = choose_route(step, self.settings, prompt_chars, observed)
-        chain = fallback_chain(step, self.settings, first, prompt_chars, observed)
+        privacy = clearance.privacy
+        first = choose_route(step, self.settings, prompt_chars, observed, privacy=privacy)
+        chain = fallback_chain(step, self.settings, first, prompt_chars, observed, privacy=privacy)
         call = _StepCall(
             step=step,
             messages=messages,
@@ -515,7 +550,7 @@ class StepExecutor:
             max_pause_s=(step.retry or self.settings.retry).max_retry_after_s,
             quota_cooldown_s=(step.retry or self.settings.retry).quota_cooldown_s,
             schema=step.output_schema(),
-            guard=guard,
+            clearance=clearance,
         )
         policy = step.retry or self.settings.retry
 
@@ -533,7 +568,9 @@ class StepExecutor:
             except StepFailed as exc:
                 failed = exc
                 if exc.failure is FailureClass.SCHEMA_INVALID and step.escalate_on_schema_failure:
-                    better = escalation_route(step, self.settings, route.model_id, prompt_chars)
+                    better = escalation_route(
+                        step, self.settings, route.model_id, prompt_chars, privacy=privacy
+                    )
                     if better is None:
                         raise
                     return attempt_on(better)  # once; a second schema failure goes to review
@@ -542,14 +579,9 @@ class StepExecutor:
         assert failed is not None
         if len(chain) == 1:
             raise failed
-        raise StepFailed(
+        raise failed.retold(
             f"step {step.name!r}: every model in its chain failed "
-            f"({', '.join(r.model_id for r in chain)}; {call.requests()}); last: {failed.message}",
-            step=step.name,
-            failure=failed.failure,
-            raw_output=failed.raw_output,
-            model_id=failed.model_id,
-            retry_after=failed.retry_after,
+            f"({', '.join(r.model_id for r in chain)}; {call.requests()}); last: {failed.message}"
         ) from failed
 
     def _with_retries(self, call: _StepCall[OutT], route: Route, policy: RetryPolicy) -> OutT:
@@ -598,15 +630,14 @@ class StepExecutor:
                 model_id=route.model_id,
             )
         messages: list[dict[str, Any]] = list(call.messages)
-        redaction: Redaction | None = None
-        guarded = call.guard is not None and not client.provider.private
-        if guarded:
-            assert call.guard is not None
-            messages, redaction = call.guard.redact_messages(messages)
         with client.gate.slot(), capture_bodies() as bodies:
             attempts = _Attempts(call, client, route, bodies, wait_s)
-            if guarded:
-                attempts.guard, attempts.redaction = call.guard, redaction
+            guard = call.clearance.guard
+            if guard is not None and not client.provider.private:
+                attempts.guard = guard
+                attempts.constants = Constants.of(
+                    step.prompt, step.output_model, call.clearance.privacy.options
+                )
             hooks = Hooks()
             hooks.on("completion:kwargs", attempts.on_kwargs)
             hooks.on("completion:response", attempts.on_response)
@@ -633,17 +664,14 @@ class StepExecutor:
                     f"{failure.value}: {detail}",
                     step=step.name,
                     failure=failure,
+                    attempt_id=last.attempt_id if last else None,
                     raw_output=last.raw_output if last else None,
                     model_id=route.model_id,
                     retry_after=last.retry_after_s if last else retry_after_seconds(exc),
                 ) from exc
             attempts.succeed(output)
             attempts.raise_sink_error(route.model_id)
-        declared = _as_declared(output, step.output_model)
-        if redaction is not None and redaction.originals:  # the real values, back here, locally
-            restored = redaction.restore(declared.model_dump())
-            return step.output_model.model_construct(_fields_set=declared.model_fields_set, **restored)
-        return declared
+        return _as_declared(output, step.output_model)
 
 
 def _moves_on(step: Step[Any, Any], failure: FailureClass) -> bool:

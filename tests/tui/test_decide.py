@@ -138,7 +138,8 @@ def test_warming_loads_the_engine_once_and_every_action_shares_it(
     assert stopped.status is InstanceStatus.PAUSED
     openai_server.default = ok({"label": "services"})
     actions.shutdown()  # nothing left from an earlier test in this process
-    first_model = choose_route(PIPELINE.steps[0], runtime.settings).model_id
+    first = PIPELINE.steps[0]
+    first_model = choose_route(first, runtime.settings, privacy=PIPELINE.privacy.of(first)).model_id
 
     async def scenario() -> None:
         app = StepLineApp(runtime.store, warm=True)

@@ -22,7 +22,7 @@ from steps.definition import CLASSIFY, Prompt, Sensitivity, Step, Tier
 from steps.errors import ConfigError, FailureClass, StepFailed
 from steps.providers.function import Answer, FunctionRequest, ModelFailure, Reply
 from steps.retry import RetryPolicy
-from steps.runtime import MemorySink, StepExecutor
+from steps.runtime import Clearance, MemorySink, StepExecutor
 from steps.settings import ModelConfig, ProviderConfig, ProviderKind, Settings, StructuredMode
 from tests.catalogs import use_catalog
 
@@ -118,7 +118,7 @@ def run(waits: list[float]) -> Iterator[Run]:
     def go(settings: Settings, sink: MemorySink, step: Step[Ticket, Label] = STEP) -> Label:
         executor = StepExecutor(settings, sleep=waits.append)
         executors.append(executor)
-        return executor.run(step, TICKET, sink)
+        return executor.run(step, TICKET, sink, Clearance.alone(step))
 
     yield go
     for executor in executors:
@@ -296,7 +296,7 @@ def test_the_executor_runs_a_function_model_without_prefect_http_or_a_database(t
         import json, sys
         from pydantic import BaseModel
         from steps.definition import CLASSIFY, Prompt, Step
-        from steps.runtime import StepExecutor
+        from steps.runtime import Clearance, StepExecutor
         from steps.settings import ModelConfig, ProviderConfig, Settings
 
         class In(BaseModel):
@@ -316,7 +316,7 @@ def test_the_executor_runs_a_function_model_without_prefect_http_or_a_database(t
         )
         step = Step(name="s", kind=CLASSIFY, prompt=Prompt(system="s", user="$text"), input_model=In,
                     output_model=Out)
-        print(StepExecutor(settings).run(step, In(text="t"), Sink()).label)
+        print(StepExecutor(settings).run(step, In(text="t"), Sink(), Clearance.alone(step)).label)
         print(json.dumps(sorted(sys.modules)))
         """
     )

@@ -1,69 +1,120 @@
-"""The PII guard on its own: what it learns from an instance, what it finds by pattern, what it restores."""
+"""The guard on its own: it matches the instance's own values however they are written, and
+never what every instance's request carries."""
 
 from __future__ import annotations
 
 import json
 
-from steps.pii import PiiGuard, Redaction
+from pydantic import BaseModel, Field
+
+from steps.definition import Prompt
+from steps.pii import Constants, Leak, PiiGuard, normalise
 
 
-def guard_for(message: str, **extracted: str | None) -> PiiGuard:
-    guard = PiiGuard()
-    guard.learn({"channel": "email", "message": message})
-    guard.learn(extracted, whole=True)
-    return guard
+class Reply(BaseModel):
+    subject: str = Field(description="A subject line, no Name in it")
+    body: str
 
 
-def test_parts_of_names_and_relatives_are_found_without_any_extraction() -> None:
-    guard = guard_for("Hello, this is Maria Jensen. My husband Ole called too. Thanks, Maria")
+PROMPT = Prompt(
+    system="You are the System. Write a High quality reply.", user="Topic: $topic\nGreet $customer"
+)
+CONSTANTS = Constants.of(PROMPT, Reply, frozenset({"high", "normal", "technical"}))
 
-    redacted, redaction = guard.redact_messages(
-        [{"role": "user", "content": "Ole and Jensen wrote; maria too."}]
+
+def body(*contents: str, model: str = "gpt-x") -> bytes:
+    messages = [{"role": "system", "content": PROMPT.system}]
+    messages += [{"role": "user", "content": c} for c in contents]
+    return json.dumps({"model": model, "messages": messages}, ensure_ascii=True).encode()
+
+
+def leaks(learned: PiiGuard, raw: bytes, model: str = "gpt-x") -> list[Leak]:
+    """As the executor asks: the provider's model name is the same for every instance."""
+    return learned.leaks(raw, CONSTANTS, also_constant=frozenset({model}))
+
+
+def guard(**values: str) -> PiiGuard:
+    learned = PiiGuard()
+    learned.learn(values, "extract-contact")
+    return learned
+
+
+def test_the_instance_values_are_found_however_they_are_written() -> None:
+    learned = guard(name="Jenny O'Connor", phone="+44 20 7946 0958", card="4242 4242 4242 4242")
+    learned.learn("メールhiroshi51@example.netまで、佐藤 花子", "input.message")
+
+    for text in [
+        "Dear jenny,",  # a word of a name, in lowercase
+        "O’CONNOR",  # another apostrophe, upper case
+        "call 020\u00a07946\u202f0958",  # no-break and narrow spaces inside the number
+        "card ending 4242",  # the last four digits of the card
+        "call four four two zero seven nine four six zero nine five eight",  # digits spelled out
+        "cuatro dos cuatro dos cuatro dos",  # in Spanish
+        "\uff14\uff12\uff14\uff12",  # full-width digits
+        "write to HIROSHI51@example.net",
+        "佐藤様へ",  # a CJK name, with no spaces around it
+    ]:
+        assert leaks(learned, body(text)), text
+
+
+def test_what_every_request_carries_is_never_a_finding() -> None:
+    """A private model that took "System", "Name", "High" and "text" for personal values: they
+    are this step's prompt, schema and options, and the wire format's words, so never findings."""
+    learned = guard(name="System Name", role="High Technical", kind="text", model="gpt-x")
+
+    found = leaks(learned, body("Topic: high\nGreet [NAME]", "Topic: technical"))
+
+    assert found == []
+    anthropic = json.dumps(
+        {
+            "model": "gpt-x",
+            "system": PROMPT.system,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Topic: normal"}]}],
+        }
+    ).encode()
+    assert leaks(learned, anthropic) == []
+
+
+def test_a_guard_that_learned_nothing_finds_nothing() -> None:
+    """No list of words that look like names, no patterns on their own: only the instance's values."""
+    text = "Maria Jensen, maria@example.org, +45 20 11 33 44, IBAN DE89 3704 0044 0532 0130 00"
+    assert leaks(PiiGuard(), body(text)) == []
+    assert not PiiGuard()
+
+
+def test_a_long_personal_input_gives_only_its_shaped_parts() -> None:
+    """A whole message is not matched word by word (its words are the language itself): its
+    e-mails, handles, web addresses and digit runs are."""
+    learned = PiiGuard()
+    message = (
+        "Hello, my order is late and I am not happy at all. " * 5
+        + "Mail a.b@example.org, @abby99, 0151 2345 6789"
     )
+    learned.learn({"message": message}, "input")
 
-    assert redacted[0]["content"] == "[NAME 1] and [NAME 2] wrote; [NAME 3] too."
-    assert set(redaction.originals.values()) == {"Ole", "Jensen", "maria"}
-    assert redaction.counts == {"name": 3}
-
-
-def test_digit_runs_are_compared_on_their_digits() -> None:
-    guard = guard_for("My card 4111 1111 1111 1234 was charged; account AC-20931.")
-
-    redaction = Redaction()
-    text = guard.redact("the card ending 1234 and account 20931, card 4111-1111-1111-1234", redaction)
-
-    assert "1234" not in text
-    assert "20931" not in text
-    assert redaction.counts["number"] == 3
+    assert leaks(learned, body("my order is late and I am not happy")) == []
+    found = leaks(learned, body("reach a.b@example.org or @abby99 on 0151-2345-6789"))
+    assert sorted(leak.kind for leak in found) == ["e-mail", "handle", "number"]
+    assert {leak.source for leak in found} == {"input.message"}
 
 
-def test_patterns_are_found_in_text_the_instance_never_held() -> None:
-    guard = PiiGuard()  # knows nothing of the instance
-    text = (
-        "mail ana@example.org, IBAN DE89 3704 0044 0532 0130 00, card 4242 4242 4242 4242, SSN 536-22-1234, "
-        "from 203.0.113.42 or 2001:db8::1, born 1985-03-12, call +44 20 7946 0958"
-    )
+def test_a_finding_names_kind_source_and_place_never_the_value() -> None:
+    learned = guard(name="Ana Müller")
 
-    kinds = sorted({finding.kind for finding in guard.find(text)})
+    (leak,) = leaks(learned, body("Topic: high\nGreet Müller"))  # sent as M\\u00fcller
 
-    assert kinds == ["CARD", "DATE", "EMAIL", "IBAN", "ID", "IP", "PHONE"]
-    assert guard.find("an invoice of 120.50 EUR for 3 items, version 2.1") == []
+    assert (leak.kind, leak.source, leak.where) == ("word", "extract-contact.name", "messages[1].content")
+    assert "Müller" not in leak.describe()
+    assert leak.describe() == "a word from extract-contact.name (in messages[1].content)"
 
 
-def test_placeholders_are_put_back_locally_and_never_count_as_leaks() -> None:
-    guard = guard_for("I'm Ana Müller, Hauptstraße 12, 10115 Berlin", name="Ana Müller")
-    redacted, redaction = guard.redact_messages(
-        [{"role": "user", "content": "Write to Ana Müller, Hauptstraße 12"}]
-    )
-    body = json.dumps({"messages": redacted}, ensure_ascii=True).encode()
+def test_placeholders_and_the_model_name_are_not_findings() -> None:
+    learned = guard(name="Bill May", account="AC-2026")
+    assert leaks(learned, body("Greet [NAME]", model="claude-2026"), model="claude-2026") == []
+    assert leaks(learned, body("order 2026")) != []
 
-    assert guard.leaks(body) == {}
-    assert (
-        guard.leaks(json.dumps({"messages": [{"content": "Gr\\u00fc\\u00dfe an M\\u00fcller"}]}).encode())
-        == {}
-    )
-    assert guard.leaks(
-        json.dumps({"tools": [{"description": "M\u00fcller"}]}, ensure_ascii=True).encode()
-    ) == {"name": 1}
-    placeholder = next(p for p, v in redaction.originals.items() if v == "Ana Müller")
-    assert redaction.restore({"body": f"Dear {placeholder},", "n": 1}) == {"body": "Dear Ana Müller,", "n": 1}
+
+def test_normalise_reads_digits_in_words_and_other_widths() -> None:
+    assert normalise("Four two\u00a0ZWEI\u202fneun") == "4 2 2 9"
+    assert normalise("ＡＢＣ１２３") == "abc123"
+    assert normalise("一二三四") == "1234"

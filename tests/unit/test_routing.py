@@ -1,4 +1,4 @@
-"""Routing: pins, tiers, price, and the pii line that no route may cross."""
+"""Routing: pins, tiers, price, and the privacy line that no route may cross."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pydantic import BaseModel
 
 from steps.definition import EXTRACT, Prompt, Sensitivity, Step, Tier
 from steps.errors import ConfigError
-from steps.routing import choose_route
+from steps.privacy import StepPrivacy
+from steps.routing import Route, choose_route
 from steps.settings import Settings
 from tests.catalogs import use_catalog
 
@@ -32,6 +33,11 @@ def step(**overrides: object) -> Step[In, Out]:
     }
     fields.update(overrides)
     return Step(**fields)  # type: ignore[arg-type]
+
+
+def routed(chosen: Step[In, Out], settings: Settings, **options: object) -> Route:
+    """``choose_route`` for a step judged on its own declaration (no workflow around it)."""
+    return choose_route(chosen, settings, privacy=StepPrivacy.alone(chosen), **options)  # type: ignore[arg-type]
 
 
 CATALOG = """
@@ -83,32 +89,35 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
 
 
 def test_cheapest_model_meeting_the_tier(settings: Settings) -> None:
-    assert choose_route(step(tier=Tier.CHEAP), settings).model_id == "tiny"
-    route = choose_route(step(tier=Tier.CAPABLE), settings)
+    assert routed(step(tier=Tier.CHEAP), settings).model_id == "tiny"
+    route = routed(step(tier=Tier.CAPABLE), settings)
     assert route.model_id == "cloud-big"
     assert "tier >= capable" in route.reason
 
 
 def test_pii_steps_only_reach_private_models(settings: Settings) -> None:
-    route = choose_route(step(tier=Tier.CAPABLE, sensitivity=Sensitivity.PII), settings)
+    route = routed(step(tier=Tier.CAPABLE, sensitivity=Sensitivity.PII), settings)
     assert route.model_id == "private-big"
     assert "private" in route.reason
 
 
 def test_models_without_their_key_are_skipped(settings: Settings) -> None:
-    route = choose_route(step(tier=Tier.FRONTIER), settings)
+    route = routed(step(tier=Tier.FRONTIER), settings)
     assert route.model_id != "unkeyed"
     assert "no available model reaches tier frontier" in route.reason
 
 
 def test_pinned_public_model_is_refused_for_pii(settings: Settings) -> None:
-    with pytest.raises(ConfigError, match="is pii but names model 'cloud-small'"):
-        choose_route(step(model="cloud-small", sensitivity=Sensitivity.PII), settings)
+    with pytest.raises(
+        ConfigError,
+        match=r"may use private models only \(the step is declared pii\) but names model 'cloud-small'",
+    ):
+        routed(step(model="cloud-small", sensitivity=Sensitivity.PII), settings)
 
 
 def test_pinned_unknown_model_names_the_catalog(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="not in the catalog"):
-        choose_route(step(model="gpt-99"), settings)
+        routed(step(model="gpt-99"), settings)
 
 
 def test_pii_with_no_private_model_fails_closed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -120,7 +129,7 @@ def test_pii_with_no_private_model_fails_closed(monkeypatch: pytest.MonkeyPatch,
         PUBLIC_KEY="k",
     )
     with pytest.raises(ConfigError, match="needs a private provider"):
-        choose_route(step(sensitivity=Sensitivity.PII), public_only)
+        routed(step(sensitivity=Sensitivity.PII), public_only)
 
 
 def test_keyless_default_catalog_routes_everything_to_the_embedded_model(
@@ -134,28 +143,28 @@ def test_keyless_default_catalog_routes_everything_to_the_embedded_model(
     monkeypatch.chdir("/")
     defaults = load_settings()
     for tier in Tier:
-        assert choose_route(step(tier=tier), defaults).model_id == "smollm2"
+        assert routed(step(tier=tier), defaults).model_id == "smollm2"
 
 
 def test_fastest_policy_uses_observed_latency(settings: Settings) -> None:
     from steps.definition import RoutePolicy
 
     observed = {"tiny": 900.0, "cloud-small": 120.0}
-    route = choose_route(step(policy=RoutePolicy.FASTEST), settings, latency=observed)
+    route = routed(step(policy=RoutePolicy.FASTEST), settings, latency=observed)
     assert route.model_id == "cloud-small"
     assert "120 ms median" in route.reason
-    assert choose_route(step(), settings, latency=observed).model_id == "tiny"  # cheapest by default
+    assert routed(step(), settings, latency=observed).model_id == "tiny"  # cheapest by default
 
 
 def test_latency_budget_and_cost_cap_exclude_models(settings: Settings) -> None:
     observed = {"tiny": 900.0}
-    assert choose_route(step(latency_budget_ms=500), settings, latency=observed).model_id == "cloud-small"
+    assert routed(step(latency_budget_ms=500), settings, latency=observed).model_id == "cloud-small"
     capped = step(tier=Tier.CAPABLE, max_cost_usd=0.0001)
-    route = choose_route(capped, settings, prompt_chars=3_000)  # ~1,000 tokens in
+    route = routed(capped, settings, prompt_chars=3_000)  # ~1,000 tokens in
     assert route.model_id in {"tiny", "cloud-small"}  # both capable models would cost more
     assert "no available model reaches tier capable" in route.reason
 
 
 def test_unknown_fallback_model_is_named(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="step 's' names model 'gpt-99', which is not in the catalog"):
-        choose_route(step(fallbacks=("gpt-99",)), settings)
+        routed(step(fallbacks=("gpt-99",)), settings)

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["app", "main"]
 
@@ -672,18 +673,21 @@ def _load_catalog() -> Any:
 
 @app.command()
 def workflows(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False) -> None:
-    """The registered workflows: their steps, tiers, sensitivity, and where each would go now."""
+    """The registered workflows: their steps, tiers, which models each may reach and why, and
+    where each would go now."""
     settings = _load_catalog()
     from steps.errors import ConfigError
     from steps.routing import choose_route
 
     WORKFLOWS = _known_workflows()
 
-    table = Table("workflow", "step", "kind", "tier", "sensitivity", "routes to now")
+    table = Table("workflow", "step", "kind", "tier", "may reach", "routes to now")
+    explained = []
     for workflow in WORKFLOWS.values():
         for step in workflow.steps:
+            privacy = workflow.privacy.of(step)
             try:
-                route = choose_route(step, settings)
+                route = choose_route(step, settings, privacy=privacy)
                 target, reason = route.model_id, route.reason
             except ConfigError as exc:
                 target, reason = "(none)", exc.message
@@ -697,14 +701,42 @@ def workflows(as_json: Annotated[bool, typer.Option("--json", help="Print JSON l
                     "model": target,
                     "reason": reason,
                     "fallbacks": list(step.fallbacks),
+                    "privacy": _privacy_json(workflow, privacy),
                 }
                 out.print(json.dumps(record), markup=False)
             else:
-                table.add_row(
-                    workflow.name, step.name, step.kind.name, step.tier.value, step.sensitivity.value, target
-                )
+                reach = "private models" if privacy.private_only else "any model"
+                table.add_row(workflow.name, step.name, step.kind.name, step.tier.value, reach, target)
+        if workflow.privacy.holds_personal_data:
+            explained.append(workflow)
     if not as_json:
         out.print(table)
+        for workflow in explained:
+            out.print(Text("\n".join(_privacy_lines(workflow))))
+
+
+def _privacy_lines(workflow: Any) -> list[str]:
+    """How ``workflow`` keeps its personal data on private models, step by step."""
+    privacy = workflow.privacy
+    personal = ", ".join(privacy.personal_inputs) or "none marked"
+    lines = [f"{workflow.name} holds personal data (personal input fields: {personal})."]
+    if privacy.note:
+        lines.append(f"  note: {privacy.note}")
+    for declassifier in workflow.declassifiers:
+        lines.append(f"  declassifier {declassifier.name}: {declassifier.description}")
+    lines.extend(f"  {step.name}: {privacy.of(step).summary()}" for step in workflow.steps)
+    return lines
+
+
+def _privacy_json(workflow: Any, privacy: Any) -> dict[str, Any]:
+    return {
+        "holds_personal_data": privacy.holds_personal_data,
+        "private_only": privacy.private_only,
+        "reason": privacy.private_reason,
+        "rendered": {f.name: {"carries": f.carries.label, "why": f.why} for f in privacy.rendered},
+        "personal_outputs": list(privacy.personal_outputs),
+        "declassifiers": [d.name for d in workflow.declassifiers],
+    }
 
 
 @app.command()
@@ -720,9 +752,12 @@ def validate() -> None:
     for workflow in WORKFLOWS.values():
         for step in workflow.steps:
             try:
-                choose_route(step, settings)  # includes check_step
+                choose_route(step, settings, privacy=workflow.privacy.of(step))  # includes check_step
             except ConfigError as exc:
                 problems.append(f"{workflow.name} / {step.name}: {exc.message}")
+        if workflow.privacy.holds_personal_data:
+            for line in _privacy_lines(workflow):
+                err.print(f"privacy: {line}", markup=False, highlight=False)
     from flows.schedules import schedule_problems
 
     problems.extend(schedule_problems(settings))
@@ -934,6 +969,7 @@ def consistency(
                 found,
                 inputs,
                 count,
+                privacy=chosen.privacy.of(found),
                 temperature=compare_at,
                 latency=lambda: observed,
                 prompt_version=lambda name, prompt: store.prompt_version(
@@ -1215,6 +1251,7 @@ def show(
         out.print(json.dumps(inst.output, indent=2, ensure_ascii=False), markup=False, highlight=False)
     table = Table("step", "#", "model", "result", "tokens", "cost $", "ms", "waited s")
     sampling: dict[str, str] = {}
+    cleared: dict[str, str] = {}
     for a in detail.attempts:
         table.add_row(
             a.step,
@@ -1227,9 +1264,16 @@ def show(
             f"{a.wait_s:.2f}" if a.wait_s else "",
         )
         sampling.setdefault(f"{a.step} on {a.model_id}", json.dumps(a.sampling))
+        fields = (a.pii or {}).get("declassified") or {}
+        if fields:
+            cleared.setdefault(
+                f"{a.step} on {a.model_id}", "; ".join(f"${k} by {v}" for k, v in fields.items())
+            )
     out.print(table)
     for where, sent in sampling.items():
         out.print(f"sampling sent for {where}: {sent}", markup=False)
+    for where, how in cleared.items():  # text a public model saw, and what cleared it
+        out.print(f"cleared for {where}: {how}", markup=False)
     for review in store.list_reviews(status=None, instance_id=inst_id):
         out.print(f"review {review.id} ({review.status}) for {review.step}[{review.index}]", markup=False)
     for note in store.notifications(inst_id):
@@ -1238,6 +1282,8 @@ def show(
     for a in detail.attempts:
         if a.failure_class:
             out.print(f"\n[bold]{a.step} attempt {a.attempt_number}: {a.failure_class}[/]")
+            if a.error_message:
+                out.print(a.error_message, markup=False)
             out.print(f"raw output: {a.raw_output!r}", markup=False)
             for error in a.validation_errors or []:
                 out.print(f"  {error['path']}: {error['message']}", markup=False)

@@ -222,22 +222,32 @@ def save_prompt(step_name: str, system: str, template: str, author: str, note: s
 
     from flows.registry import known_workflows
     from steps.definition import Prompt
+    from steps.routing import choose_route
 
     try:
-        steps = [s for w in known_workflows().values() for s in w.steps if s.name == step_name]
-        if not steps:
+        found = [(w, s) for w in known_workflows().values() for s in w.steps if s.name == step_name]
+        if not found:
             return Outcome(False, f"no registered workflow has a step {step_name!r}; nothing saved")
         prompt = Prompt(system=system, user=template)
-        for step in steps:
-            dataclasses.replace(step, prompt=prompt)  # the checks a prompt in code gets
+        # The checks a prompt in code gets, and where the step may run with it (steps.privacy).
+        edited = [(w, s, dataclasses.replace(s, prompt=prompt)) for w, s in found]
+        moved = [
+            w.privacy.of(new).private_reason
+            for w, old, new in edited
+            if w.privacy.of(new).private_only and not w.privacy.of(old).private_only
+        ]
         with _runtime() as runtime:
+            for w, _, new in edited:
+                if w.privacy.of(new).private_only:  # a prompt no model may serve is not saved
+                    choose_route(new, runtime.settings, privacy=w.privacy.of(new))
             version = runtime.store.set_current_prompt(
                 step_name, system, template, prompt.content_hash, author, note
             )
     except Exception as exc:
         outcome = describe_failure(exc)
         return Outcome(False, f"{outcome.message}; nothing saved", outcome.action)
-    return Outcome(True, f"saved as version {version[:12]}; {step_name} uses it from its next run")
+    private = f"; it now runs on private models only: {moved[0]}" if moved else ""
+    return Outcome(True, f"saved as version {version[:12]}; {step_name} uses it from its next run{private}")
 
 
 def replay_step(step: str, on_result: Any, cancel: threading.Event | None = None) -> Outcome:

@@ -175,11 +175,28 @@ def test_workflows_and_validate_check_routing_without_calling_a_model(
         catalog.read_text()
         + '\n[providers.vpc]\nkind = "openai_compatible"\n'
         + 'base_url = "http://127.0.0.1:9/v1"\nprivate = true\n'
-        + '[models.private]\nprovider = "vpc"\nmodel = "qwen"\ntier = "cheap"\n'
+        + '[models.private]\nprovider = "vpc"\nmodel = "qwen"\ntier = "cheap"\ninput_price = 5.0\n'
     )
     ok_run = cli("validate")
     assert ok_run.returncode == 0, ok_run.stderr
     assert "ok: 2 providers, 3 models, 2 workflows, 6 steps routable" in ok_run.stderr
+    # Where each step of a workflow holding personal data may go, and why, before any request.
+    assert "privacy: customer-intake holds personal data (personal input fields: message)." in ok_run.stderr
+    assert (
+        "privacy:   triage-request: private models only: its prompt renders $message "
+        "(personal: marked Personal)" in ok_run.stderr
+    )
+    assert "privacy:   draft-reply: any model: it renders $customer (declassified" in ok_run.stderr
+    assert "privacy: contract-review" not in ok_run.stderr  # it holds no personal data
+    steps = {row["step"]: row for row in map(json.loads, cli("workflows", "--json").stdout.splitlines())}
+    triage, draft = steps["triage-request"], steps["draft-reply"]
+    assert (triage["model"], triage["privacy"]["private_only"]) == ("private", True)
+    assert (draft["model"], draft["privacy"]["private_only"]) == ("small", False)
+    assert draft["privacy"]["declassifiers"] == ["contact-placeholders"]
+    assert draft["privacy"]["rendered"]["customer"]["carries"] == "declassified"
+    table = cli("workflows").stdout
+    assert "declassifier contact-placeholders:" in table
+    assert "triage-request: private models only" in table
 
     (cli.folder / "stepline.toml").write_text(
         '[providers.cloud]\nkind = "openai"\napi_key_env = "UNSET_KEY_X"\n'

@@ -230,6 +230,9 @@ class AttemptScreen(Screen[None]):
             lines.append(Text("error: ") + literal(attempt.error_message[:2000]))
         if attempt.routing_reason:
             lines.append(Text("routing: ") + literal(attempt.routing_reason))
+        cleared = (attempt.pii or {}).get("declassified") or {}
+        if cleared:  # which fields carried text cleared for a public model, and by what
+            lines.append(Text("cleared: ") + literal("; ".join(f"${k} by {v}" for k, v in cleared.items())))
         lines.append(Text(f"sampling {json.dumps(attempt.sampling)}"))
         return Text("\n").join(lines)
 

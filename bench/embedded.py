@@ -141,7 +141,10 @@ def run_contract_review(args: argparse.Namespace, source: Path) -> None:
     prefect_s = start_prefect()
     runtime = Runtime.open()
     try:
-        routes = {step.name: choose_route(step, runtime.settings).model_id for step in workflow.steps}
+        routes = {
+            step.name: choose_route(step, runtime.settings, privacy=workflow.privacy.of(step)).model_id
+            for step in workflow.steps
+        }
         console.print(
             f"contract-review on {len(items)} input(s) from {source}; "
             f"Prefect API ready in {prefect_s:.1f} s; routes: {routes}"

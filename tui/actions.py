@@ -75,7 +75,8 @@ def warm() -> None:
             from flows.registry import known_workflows
 
             for workflow in known_workflows().values():
-                runtime.executor.prepare(workflow.steps[0])
+                first = workflow.steps[0]
+                runtime.executor.prepare(first, workflow.privacy.of(first))
     except Exception:  # the action that needs it reports the same failure, in its modal
         return
 

@@ -160,7 +160,11 @@ def test_a_chain_that_would_send_pii_to_a_public_model_is_rejected_at_load(
 ) -> None:
     runtime = make_runtime()
     workflow = invoice_workflow("compat-test", sensitivity=Sensitivity.PII, fallbacks=("gpt-test",))
-    with pytest.raises(ConfigError, match=r"step 'extract-invoice' is pii but names model 'gpt-test'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"step 'extract-invoice' may use private models only \(the step is declared pii\) but names "
+        r"model 'gpt-test'",
+    ):
         run_workflow(workflow, INPUT, runtime)
     assert runtime.store.list_instances() == []
     assert openai_server.requests == []

@@ -145,11 +145,19 @@ class Prompt:
 
     def render(self, inputs: BaseModel) -> list[dict[str, str]]:
         """Chat messages for ``inputs``; non-string fields are inserted as JSON."""
+        return self.messages(self.values(inputs))
+
+    def values(self, inputs: BaseModel) -> dict[str, str]:
+        """Each placeholder's text for ``inputs``, as it is inserted."""
         values: dict[str, str] = {}
         dumped = inputs.model_dump(mode="json")
         for name in self.placeholders:
             value = dumped[name]
             values[name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return values
+
+    def messages(self, values: dict[str, str]) -> list[dict[str, str]]:
+        """The system message and the user message with ``values`` inserted."""
         return [
             {"role": "system", "content": self.system},
             {"role": "user", "content": Template(self.user).substitute(values)},

@@ -2,12 +2,13 @@
 
 Privacy follows from structure (``steps.privacy``): a step whose prompt renders anything that
 may be personal runs on private models only. This guard is defence in depth for what structure
-cannot see: a declassifier that let a value through, an option list that names a person. It
-holds the personal values of one instance, and nothing else (no list of words that look like
-names, no model's judgement):
+cannot see: a declassifier that let a value through, text a clean step wrote that happens to be
+a value of this instance. It holds the personal values of one instance, and nothing else (no
+list of words that look like names, no model's judgement):
 
-- each value of an input field marked ``Personal`` and of a personal step output, whole when
-  it is short (a name, an e-mail, an account id), and each word of it;
+- each value of an input field marked ``Personal`` and of a personal step output, whole when it
+  is short, and each word of it when it is as short as a name, an address or an id (never the
+  words of a sentence: they are the language itself);
 - in any of them, however long, what has a shape of its own: e-mail addresses, handles, web
   addresses, and runs of 4 or more digits.
 
@@ -21,11 +22,16 @@ Hangul, written without spaces, are compared as runs rather than words.
 
 It never matches text that every instance's request carries for that step: the system prompt,
 the template, the output schema, the option values of the fields it renders, the provider's
-model name, and the words of the wire format (roles, keys such as ``text``). A value of this
-instance is a finding only where the request could have varied.
+model name, and the words of the wire format (roles, keys such as ``text``). Nor does it match
+inside a rendered field whose type cannot carry free text (a Literal, a bounded number, a
+``Code``): the analysis cleared that by type and the engine validated it, so an order number
+quoted in the customer's message is not a finding where a ``Code`` field renders it. What it
+checks is the text that was cleared by declaration: ``Declassified`` fields, and anything the
+request carries that no step rendered.
 
 A finding stops the request unsent (``pii_blocked``). The record names the step, each value's
-kind and the field it came from, and where in the request it was: never the value.
+kind, the field it came from, and the rendered field (or the place in the request) it was found
+in: never the value.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ import functools
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from string import Template
 from typing import Any
 
@@ -43,11 +49,15 @@ from pydantic import BaseModel
 
 from steps.definition import Prompt
 
-__all__ = ["Constants", "Leak", "PiiGuard", "normalise"]
+__all__ = ["Constants", "Leak", "PiiGuard", "Rendered", "normalise"]
 
 _WHOLE_MAX = 200
-"""Longer values (a whole message) are not matched whole, or word by word: their words are the
-language itself. Only their shaped parts (e-mails, digit runs...) are."""
+"""Longer values (a whole message) are not matched whole: only their shaped parts (e-mails,
+digit runs...) are."""
+_WORDS_MAX = (6, 60)
+"""A value is matched word by word (a first name alone, a street) only when it is as short as a
+name, an address or an id: at most 6 words and 60 characters. The words of a sentence are the
+language itself ("please", "invoice"), never the instance's own."""
 
 _DIGIT_WORDS = {
     **dict.fromkeys(["zero", "oh", "null", "nul", "zéro", "cero"], "0"),
@@ -113,10 +123,46 @@ class Leak:
     """The field it was learned from: ``input.message``, ``extract-contact.name``."""
     where: str
     """Where in the request body: ``messages[1].content``."""
+    field: str | None = None
+    """The rendered field it came through (``customer``), when it was inside one."""
 
     def describe(self) -> str:
         article = "an" if self.kind[0] in "aeiou" else "a"
-        return f"{article} {self.kind} from {self.source} (in {self.where})"
+        return f"{article} {self.kind} from {self.source}, in " + (
+            f"${self.field}" if self.field else self.where
+        )
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One step run's user message as sent, and what of it the guard looks at.
+
+    ``masked`` is the same message with each field whose type cannot carry free text blanked
+    out where it was inserted (not wherever its text happens to occur); ``fields`` is every
+    other rendered field's text, to say which one a value came through.
+    """
+
+    message: str
+    masked: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, template: str, values: Mapping[str, str], typed: Collection[str]) -> Rendered:
+        substitute = Template(template).substitute
+        return cls(
+            message=substitute(values),
+            masked=substitute({k: "\x00" if k in typed else v for k, v in values.items()}),
+            fields={k: v for k, v in values.items() if k not in typed},
+        )
+
+    def field_of(self, found: str) -> str | None:
+        """The field whose text holds ``found`` (normalised), if one does."""
+        digits = _digits(found) if len(_digits(found)) >= 4 else None
+        for name, text in self.fields.items():
+            norm = normalise(text)
+            if found in norm or (digits is not None and digits in _digits(norm)):
+                return name
+        return None
 
 
 @dataclass(frozen=True)
@@ -190,6 +236,9 @@ class PiiGuard:
             return
         if len(norm) >= 2 and not norm.replace(" ", "").isdigit():  # numbers: compared as digit runs
             self._phrase(norm, "value", source)
+        words, chars = _WORDS_MAX
+        if len(norm.split()) > words or len(norm) > chars:
+            return
         for word in _WORD.findall(norm):
             if len(word) >= 2:
                 self._words.setdefault(word, source)
@@ -203,13 +252,19 @@ class PiiGuard:
             self._phrase_pattern = None
 
     def leaks(
-        self, body: bytes, constants: Constants, *, also_constant: frozenset[str] = frozenset()
+        self,
+        body: bytes,
+        constants: Constants,
+        *,
+        also_constant: frozenset[str] = frozenset(),
+        rendered: Rendered | None = None,
     ) -> list[Leak]:
         """Every personal value of this instance in a request body about to be sent.
 
         Every string of the JSON body is checked (messages, system prompt, tool schemas),
         decoded, so an escaped ``\\u00fc`` hides nothing; a body that is not JSON is checked as
-        text. ``also_constant``: more text that is the same for every instance (the model name).
+        text. ``also_constant``: more text that is the same for every instance (the model name);
+        ``rendered``: the user message as sent, checked as its masked copy.
         """
         try:
             parsed: Any = json.loads(body)
@@ -220,17 +275,22 @@ class PiiGuard:
         for text in also_constant:
             constant_words.update(_WORD.findall(normalise(text)))
         extra = re.compile("|".join(map(re.escape, sorted(also_constant, key=len, reverse=True))))
-        found: dict[tuple[str, str, str], Leak] = {}
+        found: dict[tuple[str, str, str, str], Leak] = {}
         for where, text in _leaves(parsed):
+            if rendered is not None and text == rendered.message:
+                text = rendered.masked
             if also_constant:
                 text = extra.sub("\x00", text)
-            for leak in self._find(text, where or "the body", constants, constant_words):
-                found.setdefault((leak.kind, leak.source, leak.where), leak)
+            for kind, source, match in self._find(text, constants, constant_words):
+                into = rendered.field_of(match) if rendered is not None else None
+                leak = Leak(kind, source, where or "the body", into)
+                found.setdefault((leak.kind, leak.source, leak.where, into or ""), leak)
         return list(found.values())
 
     def _find(
-        self, text: str, where: str, constants: Constants, constant_words: frozenset[str] | set[str]
-    ) -> Iterator[Leak]:
+        self, text: str, constants: Constants, constant_words: frozenset[str] | set[str]
+    ) -> Iterator[tuple[str, str, str]]:
+        """(kind, source, the normalised text matched) for each of this instance's values in ``text``."""
         if constants.phrases is not None:
             text = constants.phrases.sub("\x00", text)
         text = _PLACEHOLDER.sub("\x00", text)
@@ -253,21 +313,21 @@ class PiiGuard:
                 if " " not in value and value in constant_words:
                     continue
                 kind, source = self._phrases[value]
-                yield Leak(kind, source, where)
+                yield kind, source, value
         for word in _WORD.findall(norm):
             learned = self._words.get(word)
             if learned is not None and word not in constant_words:
-                yield Leak("word", learned, where)
+                yield "word", learned, word
         for fragment, source in self._fragments.items():
             if fragment in norm:
-                yield Leak("word", source, where)
+                yield "word", source, fragment
         for run in _DIGIT_RUN.findall(norm):
             digits = _digits(run)
             if len(digits) < 4:
                 continue
             for known, source in self._numbers.items():
                 if digits in known or known in digits or _same_line(digits, known):
-                    yield Leak("number", source, where)
+                    yield "number", source, run
                     break
 
 

@@ -38,8 +38,8 @@ from steps.errors import (
     StepLineError,
     Superseded,
 )
-from steps.pii import Constants, Leak, PiiGuard
-from steps.privacy import StepPrivacy
+from steps.pii import Constants, Leak, PiiGuard, Rendered
+from steps.privacy import Carries, StepPrivacy
 from steps.providers import ModelClient, ProviderPool, capture_bodies, write_ahead
 from steps.retry import RetryPolicy
 from steps.routing import Route, choose_route, escalation_route, fallback_chain
@@ -108,6 +108,11 @@ class Clearance:
     def alone(cls, step: Step[Any, Any]) -> Clearance:
         """For a step run outside any workflow instance: only its own declaration counts."""
         return cls(StepPrivacy.alone(step))
+
+    @property
+    def typed(self) -> frozenset[str]:
+        """Rendered fields clean by their type (validated before the step ran): not the guard's."""
+        return frozenset(f.name for f in self.privacy.rendered if f.carries is Carries.NO_TEXT)
 
 
 class AttemptSink(Protocol):
@@ -200,6 +205,8 @@ class _StepCall(Generic[OutT]):
     schema: dict[str, Any]
     """The output model's JSON schema, computed once per step execution."""
     clearance: Clearance
+    rendered: Rendered | None
+    """The user message as sent and its masked copy, for the guard (``None`` without one)."""
     sent: list[int] = field(default_factory=lambda: [0])
     """Requests this step has sent so far, every model, retry and re-ask counted (one cell, so
     that the frozen call can still count)."""
@@ -261,13 +268,19 @@ class _Attempts:
             raise _Unrecorded("the attempt for this request was not recorded, so it is not sent")
         if self.guard is not None and self.constants is not None and body is not None:
             leaks = self.guard.leaks(
-                body, self.constants, also_constant=frozenset({self.client.config.model})
+                body,
+                self.constants,
+                also_constant=frozenset({self.client.config.model}),
+                rendered=self.call.rendered,
             )
             if leaks:
                 self.blocked = leaks
                 record.pii = {
                     **(record.pii or {}),
-                    "blocked": [{"kind": x.kind, "source": x.source, "where": x.where} for x in leaks],
+                    "blocked": [
+                        {"kind": x.kind, "source": x.source, "where": x.where, "field": x.field}
+                        for x in leaks
+                    ],
                 }
                 raise _Blocked("the instance's personal data is in the request, so it is not sent")
         # The model's rate limit is taken here, as the bytes leave, not before the attempt row
@@ -428,14 +441,18 @@ def _describe_failure(record: AttemptRecord, error: BaseException) -> str:
     if record.failure is FailureClass.QUOTA:
         return f"the account's quota or spend limit is used up: {error}"
     if record.failure is FailureClass.PII_BLOCKED:
-        found = "; ".join(
-            Leak(x["kind"], x["source"], x["where"]).describe() for x in (record.pii or {}).get("blocked", [])
-        )
+        pii = record.pii or {}
+        cleared = pii.get("declassified") or {}
+        found = []
+        for x in pii.get("blocked", []):
+            leak = Leak(x["kind"], x["source"], x["where"], x.get("field"))
+            how = f" (cleared: {cleared[leak.field]})" if leak.field in cleared else ""
+            found.append(leak.describe() + how)
         return (
             f"step {record.step!r}: not sent to {record.model_id}, which is not private: the request "
-            f"carried this instance's personal data: {found}. Its fields were cleared, so a "
-            "declassifier or an option list let the value through: fix that, or pin the step to a "
-            "private model"
+            f"carried this instance's personal data: {'; '.join(found)}. Text cleared for a public "
+            "model held a personal value: check what cleared it, or let the step use private models "
+            "only (pin one)"
         )
     return str(error)
 
@@ -534,7 +551,8 @@ class StepExecutor:
             raise DefinitionError(
                 f"step {step.name!r} takes {step.input_model.__name__}, got {type(inputs).__name__}"
             )
-        messages = step.prompt.render(inputs)
+        values = step.prompt.values(inputs)
+        messages = step.prompt.messages(values)
         prompt_chars = sum(len(m["content"]) for m in messages)
         observed = self._latency() if self._latency else None
         privacy = clearance.privacy
@@ -551,6 +569,7 @@ class StepExecutor:
             quota_cooldown_s=(step.retry or self.settings.retry).quota_cooldown_s,
             schema=step.output_schema(),
             clearance=clearance,
+            rendered=Rendered.of(step.prompt.user, values, clearance.typed) if clearance.guard else None,
         )
         policy = step.retry or self.settings.retry
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from prefect import flow
@@ -24,9 +24,10 @@ from flows.registry import WORKFLOWS
 from flows.running import run_workflow
 from flows.runtime import Runtime
 from flows.workflow import Workflow
+from steps.declassifiers import declassifier
 from steps.definition import Prompt
 from steps.errors import ConfigError
-from steps.privacy import Declassified
+from steps.privacy import Code, Declassified
 from storage.models import InstanceStatus
 from tests.privacy.common import Draft, Request, Summary, step
 from tests.servers import OpenAIServer, error, ok
@@ -194,8 +195,9 @@ def test_a_public_model_named_for_a_private_step_is_refused_before_anything_runs
 
     assert refused.value.message == (
         "step 'summarise' may use private models only (its prompt renders $message (personal: marked "
-        "Personal)) but names model 'public-small' on provider 'public', which is not private; name a "
-        "private model, or give the step only fields that cannot carry free text or Declassified text"
+        "Personal)) but falls back to model 'public-small' on provider 'public', which is not private; "
+        "name a private model there, or give the step only fields that cannot carry free text or "
+        "Declassified text"
     )
     assert runtime.store.list_instances() == []
     assert openai_server.requests == []
@@ -255,3 +257,62 @@ def test_an_operator_is_told_when_a_prompt_edit_moves_a_step_private(
     chosen = runtime.store.current_prompt("by-subject", fresh=True)
     assert chosen is not None
     assert chosen.template == "$subject\n\n$message"  # the first edit, not the refused one
+
+
+InvoiceNumber = Annotated[str, Code("invoice-number", r"^INV-[0-9]{6}$")]
+
+
+class InvoiceRef(BaseModel):
+    number: InvoiceNumber
+
+
+class Ack(BaseModel):
+    number: InvoiceNumber
+    note: Declassified
+
+
+@declassifier("invoice-note", "a note about the invoice (a mistake, in the leaky case: it quotes it)")
+def invoice_note(ref: InvoiceRef, leaky: bool) -> str:
+    return f"about {ref.number}" if leaky else "a question about an invoice"
+
+
+def invoice_ack(*, leaky: bool) -> Workflow:
+    read = step("read-invoice", "$message", Request, InvoiceRef)  # private: renders the message
+    ack = step("ack", "Invoice $number: $note", Ack, Body)  # a Code field and cleared text
+
+    @flow(name="invoice-ack")
+    def run(request: Request) -> Body:
+        ref: InvoiceRef = run_step(read, request)
+        return run_step(ack, Ack(number=ref.number, note=invoice_note(ref, leaky)))  # type: ignore[no-any-return]
+
+    return Workflow("invoice-ack", "test", run, Request, Body, (read, ack), declassifiers=(invoice_note,))
+
+
+@pytest.mark.parametrize("leaky", [False, True], ids=["typed", "cleared"])
+def test_a_quoted_number_passes_in_a_typed_field_and_is_named_in_a_cleared_one(
+    runtime: Runtime,
+    openai_server: OpenAIServer,
+    private_server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    leaky: bool,
+) -> None:
+    """The customer quotes their invoice number: in a Code field it is validated by its type, so
+    the guard leaves it alone; in text a declassifier cleared, the guard stops it and says which
+    field and which declassifier."""
+    workflow = invoice_ack(leaky=leaky)
+    monkeypatch.setitem(WORKFLOWS, workflow.name, workflow)
+    private_server.default = ok({"number": "INV-999001"})
+    openai_server.default = ok({"body": "Thanks, we are looking into it."})
+    message = "Hello, Maria Jensen here. Invoice INV-999001 was charged twice last week, please check it."
+
+    result = run_workflow(workflow, {"subject": "Invoice", "message": message}, runtime)
+
+    if not leaky:
+        assert result.status is InstanceStatus.COMPLETED, result.error
+        assert "Invoice INV-999001: a question about an invoice" in json.dumps(openai_server.requests[0].body)
+        return
+    assert (result.status, result.failure_class) == (InstanceStatus.PAUSED, "pii_blocked")
+    assert openai_server.requests == []
+    assert result.error is not None
+    assert "a number from input.message, in $note (cleared: declassifier invoice-note)" in result.error
+    assert "999001" not in result.error

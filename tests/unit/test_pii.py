@@ -8,7 +8,7 @@ import json
 from pydantic import BaseModel, Field
 
 from steps.definition import Prompt
-from steps.pii import Constants, Leak, PiiGuard, normalise
+from steps.pii import Constants, Leak, PiiGuard, Rendered, normalise
 
 
 class Reply(BaseModel):
@@ -28,9 +28,11 @@ def body(*contents: str, model: str = "gpt-x") -> bytes:
     return json.dumps({"model": model, "messages": messages}, ensure_ascii=True).encode()
 
 
-def leaks(learned: PiiGuard, raw: bytes, model: str = "gpt-x") -> list[Leak]:
+def leaks(
+    learned: PiiGuard, raw: bytes, model: str = "gpt-x", rendered: Rendered | None = None
+) -> list[Leak]:
     """As the executor asks: the provider's model name is the same for every instance."""
-    return learned.leaks(raw, CONSTANTS, also_constant=frozenset({model}))
+    return learned.leaks(raw, CONSTANTS, also_constant=frozenset({model}), rendered=rendered)
 
 
 def guard(**values: str) -> PiiGuard:
@@ -105,7 +107,7 @@ def test_a_finding_names_kind_source_and_place_never_the_value() -> None:
 
     assert (leak.kind, leak.source, leak.where) == ("word", "extract-contact.name", "messages[1].content")
     assert "Müller" not in leak.describe()
-    assert leak.describe() == "a word from extract-contact.name (in messages[1].content)"
+    assert leak.describe() == "a word from extract-contact.name, in messages[1].content"
 
 
 def test_placeholders_and_the_model_name_are_not_findings() -> None:
@@ -118,3 +120,32 @@ def test_normalise_reads_digits_in_words_and_other_widths() -> None:
     assert normalise("Four two\u00a0ZWEI\u202fneun") == "4 2 2 9"
     assert normalise("ＡＢＣ１２３") == "abc123"
     assert normalise("一二三四") == "1234"
+
+
+def test_a_field_clean_by_its_type_is_not_the_guards_and_a_cleared_one_is_named() -> None:
+    """An invoice number the customer quoted, rendered by a Code field: validated by its type,
+    so not a finding there. The same number in text a declassifier cleared is, and the finding
+    names that field."""
+    template = "Invoice $invoice, re: $note"
+    constants = Constants.of(Prompt(system=PROMPT.system, user=template), Reply, frozenset())
+    learned = PiiGuard()
+    learned.learn({"body": "Please check invoice INV-999001 for me, it was charged twice. Maria"}, "input")
+    typed = Rendered.of(template, {"invoice": "INV-999001", "note": "a question"}, typed={"invoice"})
+    leaky = Rendered.of(template, {"invoice": "INV-999001", "note": "about INV-999001"}, typed={"invoice"})
+
+    assert learned.leaks(body(typed.message), constants, rendered=typed) == []
+    (found,) = learned.leaks(body(leaky.message), constants, rendered=leaky)
+    assert (found.kind, found.source, found.field) == ("number", "input.body", "note")
+    assert found.describe() == "a number from input.body, in $note"
+    # Masked where the typed field was inserted, not wherever its text occurs.
+    assert learned.leaks(body(typed.message + " INV-999001"), constants, rendered=typed) != []
+
+
+def test_the_words_of_a_sentence_are_not_the_instances_own() -> None:
+    learned = PiiGuard()
+    learned.learn(
+        {"message": "Please check my invoice, it was charged twice. Maria", "name": "Maria Jensen"}, "input"
+    )
+
+    assert leaks(learned, body("Please check the invoice")) == []
+    assert [leak.kind for leak in leaks(learned, body("for jensen"))] == ["word"]

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import threading
+import traceback
 
 from flows.workflow import Workflow
-from steps.errors import ConfigError, DefinitionError, InputError
+from steps.errors import ConfigError, DefinitionError, InputError, StepLineError
 from steps.settings import load_settings
 
 __all__ = [
@@ -71,7 +73,19 @@ def load_workflow_modules(modules: tuple[str, ...] | None = None) -> None:
                     f"workflow_modules: cannot import {name!r} ({exc}); install it in this "
                     "environment or run from the folder that holds it"
                 ) from None
+            except StepLineError as exc:  # a step, workflow or declassifier declared wrongly there
+                raise ConfigError(
+                    f"workflow_modules: {name!r}{_where(name, exc)} declares something wrongly: {exc.message}"
+                ) from None
             _loaded.add(name)
+
+
+def _where(module: str, exc: BaseException) -> str:
+    """`` at <file>:<line>``: the module's own line the error came from, when it can be told."""
+    spec = importlib.util.find_spec(module)
+    origin = spec.origin if spec is not None else None
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == origin]
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
 def known_workflows() -> dict[str, Workflow]:

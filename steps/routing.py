@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from steps.definition import RoutePolicy, Step
+from steps.definition import RoutePolicy, Sensitivity, Step
 from steps.errors import ConfigError
 from steps.privacy import StepPrivacy
 from steps.settings import ModelConfig, Settings
@@ -79,7 +79,8 @@ def ineligibility(
 
 def check_step(step: Step[Any, Any], settings: Settings, *, privacy: StepPrivacy) -> None:
     """Reject, at load time, a pinned model or fallback chain that breaks the catalog or privacy rule."""
-    for model_id in (*([step.model] if step.model else []), *step.fallbacks):
+    named = [(step.model, "pins")] if step.model else []
+    for model_id, role in [*named, *((m, "falls back to") for m in step.fallbacks)]:
         model = settings.models.get(model_id)
         if model is None:
             raise ConfigError(
@@ -87,11 +88,12 @@ def check_step(step: Step[Any, Any], settings: Settings, *, privacy: StepPrivacy
                 f"(known: {sorted(settings.models)})"
             )
         if privacy.private_only and not settings.is_private(model_id):
+            fix = "name a private model there"
+            if step.sensitivity is not Sensitivity.PII:
+                fix += ", or give the step only fields that cannot carry free text or Declassified text"
             raise ConfigError(
                 f"step {step.name!r} may use private models only ({privacy.private_reason}) but "
-                f"names model {model_id!r} on provider {model.provider!r}, which is not private; "
-                "name a private model, or give the step only fields that cannot carry free text "
-                "or Declassified text"
+                f"{role} model {model_id!r} on provider {model.provider!r}, which is not private; {fix}"
             )
 
 

@@ -162,8 +162,8 @@ def test_a_chain_that_would_send_pii_to_a_public_model_is_rejected_at_load(
     workflow = invoice_workflow("compat-test", sensitivity=Sensitivity.PII, fallbacks=("gpt-test",))
     with pytest.raises(
         ConfigError,
-        match=r"step 'extract-invoice' may use private models only \(the step is declared pii\) but names "
-        r"model 'gpt-test'",
+        match=r"step 'extract-invoice' may use private models only \(the step is declared pii\) but falls "
+        r"back to model 'gpt-test' on provider 'openai', which is not private; name a private model there$",
     ):
         run_workflow(workflow, INPUT, runtime)
     assert runtime.store.list_instances() == []

@@ -110,7 +110,7 @@ def test_models_without_their_key_are_skipped(settings: Settings) -> None:
 def test_pinned_public_model_is_refused_for_pii(settings: Settings) -> None:
     with pytest.raises(
         ConfigError,
-        match=r"may use private models only \(the step is declared pii\) but names model 'cloud-small'",
+        match=r"may use private models only \(the step is declared pii\) but pins model 'cloud-small'",
     ):
         routed(step(model="cloud-small", sensitivity=Sensitivity.PII), settings)
 

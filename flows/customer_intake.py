@@ -85,6 +85,14 @@ class IntakeResult(BaseModel):
     reply: DraftReply
 
 
+UNKNOWN = {
+    "name": "customer",
+    "email": "your e-mail address",
+    "phone": "your phone number",
+    "account_id": "your account",
+}
+"""What a placeholder stands for when the message did not give it: no bare [PHONE] in a draft."""
+
 CONTACT_PLACEHOLDERS = Placeholders(
     "contact-placeholders",
     "[NAME], [EMAIL], [PHONE], [ACCOUNT_ID] for what extract-contact found; the real values are "
@@ -146,7 +154,7 @@ draft_reply: Step[ReplyRequest, DraftReply] = Step(
 def customer_intake(request: IntakeRequest) -> IntakeResult:
     person = run_step(extract_contact, request)
     triage = run_step(triage_request, request)
-    hidden = CONTACT_PLACEHOLDERS.hide(person, missing={"name": "customer"})
+    hidden = CONTACT_PLACEHOLDERS.hide(person, missing=UNKNOWN)
     draft = run_step(
         draft_reply,
         ReplyRequest(

@@ -731,8 +731,10 @@ def _privacy_lines(workflow: Any) -> list[str]:
 def _privacy_json(workflow: Any, privacy: Any) -> dict[str, Any]:
     return {
         "holds_personal_data": privacy.holds_personal_data,
+        "personal_inputs": list(workflow.privacy.personal_inputs),
         "private_only": privacy.private_only,
         "reason": privacy.private_reason,
+        "summary": privacy.summary(),
         "rendered": {f.name: {"carries": f.carries.label, "why": f.why} for f in privacy.rendered},
         "personal_outputs": list(privacy.personal_outputs),
         "declassifiers": [d.name for d in workflow.declassifiers],

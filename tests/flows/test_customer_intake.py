@@ -72,9 +72,9 @@ def test_without_a_name_the_greeting_is_generic(
     make_runtime: Callable[[], Runtime], openai_server: OpenAIServer, private_server: OpenAIServer
 ) -> None:
     private_server.default = private_model(PersonDetails())
-    openai_server.default = ok({"subject": "Hello", "body": "Dear [NAME], thank you."})
+    openai_server.default = ok({"subject": "Hello", "body": "Dear [NAME], we will call [PHONE]."})
 
     result = run_workflow(WORKFLOW, {"message": "My invoice is wrong, please check."}, make_runtime())
 
     assert isinstance(result.output, IntakeResult)
-    assert result.output.reply.body == "Dear customer, thank you."
+    assert result.output.reply.body == "Dear customer, we will call your phone number."

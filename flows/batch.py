@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from flows import orchestrator
 from flows.inputs import (
     MAX_INPUT_BYTES,
     is_utf8_name,
@@ -334,7 +335,7 @@ def run_batch(
         executor.shutdown(wait=True)
 
     if one_flow_run:
-        _in_one_flow_run(workflow.name, len(runnable), dispatch)
+        _in_one_flow_run(workflow.name, len(runnable), dispatch, cancel)
     else:
         dispatch(False)
     if cancel.is_set():
@@ -344,12 +345,16 @@ def run_batch(
     return report
 
 
-def _in_one_flow_run(name: str, count: int, dispatch: Callable[[bool], None]) -> None:
+def _in_one_flow_run(
+    name: str, count: int, dispatch: Callable[[bool], None], cancel: threading.Event
+) -> None:
     """``dispatch(inline=True)`` inside a flow run: the caller's if it is in one, else a new one.
 
     If Prefect cannot create the batch's flow run, the instances run as flow runs
     of their own instead, so each one that meets the same failure pauses as
     ``orchestrator`` and a replay resumes it, rather than the batch failing unstarted.
+    Once every instance has ended, Prefect gets a grace period to record the flow run's
+    end (``flows.orchestrator``): a dead server holds the batch's outcome no longer.
     """
     from prefect import flow
     from prefect.context import FlowRunContext
@@ -359,11 +364,15 @@ def _in_one_flow_run(name: str, count: int, dispatch: Callable[[bool], None]) ->
         dispatch(True)
         return
     started = False
+    dispatched = threading.Event()
 
     def body() -> None:
         nonlocal started
         started = True
-        dispatch(True)
+        try:
+            dispatch(True)
+        finally:
+            dispatched.set()
 
     batch = flow(
         name=BATCH_RUN_FLOW,
@@ -372,10 +381,14 @@ def _in_one_flow_run(name: str, count: int, dispatch: Callable[[bool], None]) ->
         validate_parameters=False,
     )(body)
     try:
-        batch()
+        orchestrator.call(batch, dispatched, stop=cancel)
     except Exception as exc:
+        if dispatched.is_set() and (isinstance(exc, orchestrator.Abandoned) or orchestrator_down(exc)):
+            orchestrator.LOST.set()  # every instance ended; only Prefect's record of the run failed
+            return
         if started or not orchestrator_down(exc):
             raise
+        orchestrator.LOST.set()
         _log.warning("Prefect could not start the batch's flow run (%s); one flow run per instance", exc)
         dispatch(False)
 

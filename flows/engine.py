@@ -85,6 +85,12 @@ class Scope:
     ended: Exception | None = None
     """The exception that ended the instance's own flow run, which Prefect was told of only as
     a failed state (``flows.running``)."""
+    result: BaseModel | None = None
+    """What the workflow's function returned in the instance's own flow run, whether or not
+    Prefect then recorded the end."""
+    finished: threading.Event = field(default_factory=threading.Event)
+    """Set once the workflow's function returned or raised: Stepline's work is done, and the
+    flow call waits only a grace period for Prefect (``flows.orchestrator``)."""
 
     @property
     def instance_id(self) -> str:

@@ -27,6 +27,7 @@ from prefect import Flow, flow
 from prefect.states import Failed
 from pydantic import BaseModel, ValidationError
 
+from flows import orchestrator
 from flows.engine import SCOPE, Scope
 from flows.inputs import check_payload, id_problem
 from flows.notify import notify_owner
@@ -226,14 +227,18 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
         else:
             given = _INPUTS.set(inputs)
             try:
-                output = _instance_flow(workflow)()
-            except Exception:
-                if scope.ended is None:
+                output = orchestrator.call(_instance_flow(workflow), scope.finished)
+            except Exception as prefect_failed:
+                if not scope.finished.is_set():
                     raise  # not the workflow's: Prefect itself failed (creating the flow run, say)
+                if isinstance(prefect_failed, orchestrator.Abandoned) or orchestrator_down(prefect_failed):
+                    orchestrator.LOST.set()  # the work is done; only Prefect's record of it failed
             finally:
                 _INPUTS.reset(given)
             if scope.ended is not None:
                 raise scope.ended
+            if scope.result is not None:  # done, whatever Prefect made of the flow run's end
+                output = scope.result
         if not isinstance(output, workflow.output_model):
             raise DefinitionError(
                 f"workflow {workflow.name!r} returned {type(output).__name__}, "
@@ -245,7 +250,13 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
         exc = scope.unmask(shown)
         return _stopped(workflow, runtime, scope, owner, exc if isinstance(exc, StepFailed) else shown)
     except KeyboardInterrupt:
-        interrupt(runtime, scope.instance_id)
+        if scope.finished.is_set() and scope.ended is None and scope.result is not None:
+            # Stopped while Prefect recorded the end: the work is done, and so is the instance.
+            runtime.store.finish_instance(
+                scope.fence, InstanceStatus.COMPLETED, output=scope.result.model_dump(mode="json")
+            )
+        else:
+            interrupt(runtime, scope.instance_id)
         raise
     except BaseException as shown:
         exc = scope.unmask(shown)
@@ -262,6 +273,7 @@ def _run_held(workflow: Workflow, inputs: BaseModel, runtime: Runtime, scope: Sc
             )
             return _stopped(workflow, runtime, scope, owner, stopped)
         if orchestrator_down(exc):
+            orchestrator.LOST.set()
             stopped = StepFailed(
                 f"Prefect's API failed at step {step!r}: {type(exc).__name__}: {exc}"[:1000],
                 step=step,
@@ -318,11 +330,14 @@ def _instance_flow(workflow: Workflow) -> Flow[[], Any]:
                 assert given is not None, "_run_held sets the instance's input before its flow runs"
                 assert scope is not None, "_run_held sets the instance's scope before its flow runs"
                 try:
-                    return original.fn(given)
+                    scope.result = original.fn(given)
+                    return scope.result
                 except Exception as exc:
                     shown, raised = scope.withhold(exc), scope.unmask(exc)
                     scope.ended = raised if isinstance(raised, Exception) else exc
                     return Failed(message=f"{type(shown).__name__}: {shown}"[:2000])
+                finally:
+                    scope.finished.set()
 
             def run_name() -> str:
                 scope = SCOPE.get()

@@ -38,7 +38,33 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def _fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
-    raise typer.Exit(code)
+    _end(code)
+
+
+EXIT_PREFECT_LOST = 3
+"""Prefect's API failed during the run: the outcomes printed are Stepline's, complete; Prefect's
+own record of the run is not (``flows.orchestrator``)."""
+_SETTLE_S = 5.0
+"""How long Prefect's event and log workers get to send their backlog when its API failed."""
+
+
+def _end(code: int, *, stopped: bool = False) -> NoReturn:
+    """Exit with ``code``; once Prefect's API failed in this process, say so and exit 3 at once,
+    without Prefect's exit-time sends to a dead server (minutes, item by item): they get
+    ``_SETTLE_S``, half a second after Ctrl-C (``stopped``, or 130)."""
+    lost = "flows.orchestrator" in sys.modules and sys.modules["flows.orchestrator"].LOST.is_set()
+    if not lost:
+        raise typer.Exit(code)
+    err.print(
+        "[bold yellow]Prefect's API failed during this run:[/] the outcomes above are Stepline's "
+        "and complete; Prefect's own record of the run is not. `stepline server status` says "
+        "whether its server is back; `stepline recover --replay` resumes instances paused as "
+        "orchestrator."
+    )
+    sys.modules["flows.orchestrator"].settle(0.5 if stopped or code == 130 else _SETTLE_S)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_PREFECT_LOST)
 
 
 def _read_input(source: str) -> tuple[Any, str]:
@@ -154,7 +180,11 @@ def _drive(label: str, work: Any) -> Any:
         except StepLineError as exc:
             _fail(str(exc))
         except KeyboardInterrupt:
-            _fail("interrupted; the instance is paused (interrupted): `stepline replay <id>` resumes it", 130)
+            _fail(
+                "interrupted; an instance stopped mid-run is paused (interrupted): "
+                "`stepline replay <id>` resumes it",
+                130,
+            )
         except Exception as exc:  # recorded on the instance as failed/unknown
             _fail(f"the workflow could not run: {type(exc).__name__}: {exc}", code=1)
 
@@ -165,7 +195,7 @@ def _report(result: Any) -> None:
     if result.status is InstanceStatus.COMPLETED and result.output is not None:
         out.print_json(result.output.model_dump_json())
         err.print(f"instance {result.instance_id} completed")
-        return
+        _end(0)
     _report_stop(result)
 
 
@@ -316,10 +346,8 @@ def _run_batch(
     finally:
         signal.signal(signal.SIGINT, previous)
     view.summary(out, report)
-    if report.interrupted:
-        raise typer.Exit(130)
-    if report.needing_attention():
-        raise typer.Exit(1)
+    code = 130 if report.interrupted else 1 if report.needing_attention() else 0
+    _end(code, stopped=cancel.is_set())
 
 
 @app.command()
@@ -552,8 +580,7 @@ def _replay_lost(to_replay: list[str], concurrency: int, as_json: bool, verbose:
         sys.stderr.flush()
         os._exit(130)  # replays blocked in a model call need not be waited for: they are paused
     pool.shutdown()
-    if failed:
-        raise typer.Exit(1)
+    _end(1 if failed else 0)
 
 
 review_app = typer.Typer(help="Outputs that failed validation, waiting for a person.", no_args_is_help=True)
@@ -1157,7 +1184,7 @@ def _report_stop(result: Any) -> NoReturn:
         err.print(f"[bold red]instance {result.instance_id} was taken over[/] while this process ran it")
         err.print(f"  {result.error}", markup=False)
         err.print(f"  details: stepline show {result.instance_id}")
-        raise typer.Exit(1)
+        _end(1)
     err.print(
         f"[bold red]instance {result.instance_id} {result.status.value}[/] at step "
         f"{result.failed_step!r}: {result.failure_class}"
@@ -1168,7 +1195,7 @@ def _report_stop(result: Any) -> NoReturn:
         err.print(f"  review:  stepline review show {result.review_id}")
     else:
         err.print(f"  replay:  stepline replay {result.instance_id}")
-    raise typer.Exit(1)
+    _end(1)
 
 
 @app.command()

@@ -96,6 +96,7 @@ class StoreSink:
             "retry_after_s": record.retry_after_s,
             "wait_s": record.wait_s,  # the rate limit's wait is taken as the request leaves
             "pii": record.pii,
+            "truncated": record.truncated,
             "finished_at": record.finished_at,
         }
         if record.ok:  # the step ends now: written with the step run's finish

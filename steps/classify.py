@@ -34,10 +34,17 @@ from pydantic import ValidationError
 
 from steps.errors import FailureClass, StepFailed
 from steps.providers.base import FailureRow
+from steps.providers.bounds import ResponseLimit
 from steps.providers.function import ModelFailure
 from steps.providers.registry import VENDORS, error_types, failure_rows
 
-__all__ = ["classify_exception", "classify_response", "provider_message", "retry_after_seconds"]
+__all__ = [
+    "classify_exception",
+    "classify_response",
+    "provider_message",
+    "response_limit",
+    "retry_after_seconds",
+]
 
 _F = FailureClass
 
@@ -151,6 +158,9 @@ def _status_class(exc: BaseException) -> FailureClass | None:
 
 def classify_exception(exc: BaseException) -> FailureClass:
     """The failure class of ``exc``, looking through wrappers such as InstructorRetryException."""
+    limit = response_limit(exc)  # a bound of Stepline's own, under whatever the SDK wrapped it in
+    if limit is not None:
+        return limit.failure
     for link in _chain(exc):
         if isinstance(link, StepFailed | ModelFailure):
             return link.failure
@@ -164,6 +174,11 @@ def classify_exception(exc: BaseException) -> FailureClass:
             if cls is not None and isinstance(link, cls):
                 return failure
     return _F.UNKNOWN
+
+
+def response_limit(exc: BaseException) -> ResponseLimit | None:
+    """The bound of Stepline's that stopped reading a response, under the SDK's wrapping."""
+    return next((link for link in _chain(exc) if isinstance(link, ResponseLimit)), None)
 
 
 def provider_message(exc: BaseException) -> str | None:

@@ -85,6 +85,12 @@ class FailureClass(StrEnum):
     """No complete response within the client's timeout."""
     CONNECTION = "connection"
     """The connection failed or was reset before a response arrived."""
+    DEADLINE = "deadline"
+    """The response did not arrive whole within the provider's ``deadline_s``, however its bytes
+    trickled in (a stalled or hostile peer); tried on the next model, not again on this one."""
+    TOO_LARGE = "too_large"
+    """The response body passed the provider's ``max_response_bytes`` (decompressed): reading
+    stopped there; tried on the next model, not again on this one."""
     QUOTA = "quota"
     """The account's quota, credit or spend limit is used up: waiting will not help."""
     SCHEMA_INVALID = "schema_invalid"
@@ -134,6 +140,16 @@ _BEHAVIOUR: dict[FailureClass, Behaviour] = {
     FailureClass.UNAVAILABLE: _TRANSIENT,
     FailureClass.TIMEOUT: _TRANSIENT,
     FailureClass.CONNECTION: _TRANSIENT,
+    FailureClass.DEADLINE: Behaviour(
+        fallback=Fallback.ALWAYS,
+        action="check the provider (it answered too slowly), or raise its deadline_s in the catalog; "
+        "then `stepline replay <id>`",
+    ),
+    FailureClass.TOO_LARGE: Behaviour(
+        fallback=Fallback.ALWAYS,
+        action="check the provider (its answer was far larger than any answer should be), or raise "
+        "its max_response_bytes in the catalog; then `stepline replay <id>`",
+    ),
     FailureClass.QUOTA: Behaviour(
         fallback=Fallback.ALWAYS,
         trips_model=True,

@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from steps.classify import classify_exception, retry_after_seconds
+from steps.classify import classify_exception, response_limit, retry_after_seconds
 from steps.definition import Prompt, Step
 from steps.errors import (
     DefinitionError,
@@ -84,6 +84,9 @@ class AttemptRecord:
     """Privacy of this request, never a value: ``declassified`` (field -> what cleared the text it
     carried), ``blocked`` (the instance's personal values found as it left, so it was not sent:
     each ``{kind, source, where}``)."""
+    truncated: dict[str, int] | None = None
+    """Texts cut to ``Settings.max_stored_bytes`` before they were stored: field -> its size as
+    received, in UTF-8 bytes."""
     response_failure: FailureClass | None = field(default=None, repr=False)
     attempt_id: str | None = None
     """The sink's id for this attempt, once ``attempt_started`` recorded it."""
@@ -202,6 +205,8 @@ class _StepCall(Generic[OutT]):
     """The longest a provider's retry-after may hold the model's other callers."""
     quota_cooldown_s: float
     """How long a model whose quota ran out stays out of service for every caller."""
+    max_stored_bytes: int
+    """The most of a raw response or raw output an attempt stores (``_cut_to_store``)."""
     schema: dict[str, Any]
     """The output model's JSON schema, computed once per step execution."""
     clearance: Clearance
@@ -410,6 +415,7 @@ class _Attempts:
             self.client.gate.trip(
                 f"{self.client.model_id}'s quota ran out at {when}", self.call.quota_cooldown_s
             )
+        _cut_to_store(record, self.call.max_stored_bytes)
         self._record(self.sink.attempt_finished, record)
         self.last = record
         return record
@@ -420,8 +426,43 @@ class _Attempts:
         self.pending = None
         self._stamp(record)
         record.parsed_output = output.model_dump(mode="json")
+        _cut_to_store(record, self.call.max_stored_bytes)
         self._record(self.sink.attempt_finished, record)
         self.last = record
+
+
+def _cut_to_store(record: AttemptRecord, limit: int) -> None:
+    """Cut the raw response and raw output to ``limit`` UTF-8 bytes (on a character boundary),
+    and the values validation errors quote to a share of it, noting each one's size as received:
+    a 30 MB answer is not stored three times per attempt."""
+    for name in ("raw_response", "raw_output"):
+        text: str | None = getattr(record, name)
+        if text is None or len(text) * 4 <= limit:
+            continue
+        data = text.encode("utf-8", errors="surrogatepass")
+        if len(data) <= limit:
+            continue
+        setattr(record, name, data[:limit].decode("utf-8", errors="ignore"))
+        record.truncated = {**(record.truncated or {}), name: len(data)}
+    errors = record.validation_errors
+    if errors:  # each error quotes the value it refused: a 30 MB field, say
+        size = len(json.dumps(errors, ensure_ascii=False).encode("utf-8", errors="surrogatepass"))
+        if size > limit:
+            kept = errors[:_MAX_ERRORS_KEPT]
+            share = max(256, limit // (2 * len(kept)))
+            record.validation_errors = [{**e, "input": _cut_value(e.get("input"), share)} for e in kept]
+            record.truncated = {**(record.truncated or {}), "validation_errors": size}
+
+
+_MAX_ERRORS_KEPT = 200
+
+
+def _cut_value(value: Any, chars: int) -> Any:
+    """``value`` if its JSON fits in ``chars``, else that JSON (or the string) cut there, with "…"."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if len(text) <= chars:
+        return value
+    return text[:chars] + "…"
 
 
 def _describe_failure(record: AttemptRecord, error: BaseException) -> str:
@@ -440,6 +481,8 @@ def _describe_failure(record: AttemptRecord, error: BaseException) -> str:
         return f"the answer was cut off at the token limit{at}: {quoted!r}"
     if record.failure is FailureClass.QUOTA:
         return f"the account's quota or spend limit is used up: {error}"
+    if record.failure in (FailureClass.DEADLINE, FailureClass.TOO_LARGE):
+        return f"{record.provider}: {response_limit(error) or error}"
     if record.failure is FailureClass.PII_BLOCKED:
         pii = record.pii or {}
         cleared = pii.get("declassified") or {}
@@ -567,6 +610,7 @@ class StepExecutor:
             numbering=itertools.count(1),
             max_pause_s=(step.retry or self.settings.retry).max_retry_after_s,
             quota_cooldown_s=(step.retry or self.settings.retry).quota_cooldown_s,
+            max_stored_bytes=self.settings.max_stored_bytes,
             schema=step.output_schema(),
             clearance=clearance,
             rendered=Rendered.of(step.prompt.user, values, clearance.typed) if clearance.guard else None,

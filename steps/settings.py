@@ -113,7 +113,13 @@ class ProviderConfig(_Strict):
     private: bool = False
     """True for deployments we control; only private providers may see ``pii`` data."""
     timeout_s: float = Field(default=60.0, gt=0)
-    """Per-request timeout; a timeout is a ``timeout`` failure."""
+    """Longest silence while connecting, sending or reading; past it, a ``timeout`` failure."""
+    deadline_s: float | None = Field(default=None, gt=0)
+    """Longest a whole response may take, from sending the request to its last byte, however
+    the bytes trickle in; past it, a ``deadline`` failure. Default: twice ``timeout_s``."""
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest response body read, decompressed (8 MiB; an answer is usually a few KB); reading
+    stops as it passes it: a ``too_large`` failure."""
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
@@ -122,6 +128,11 @@ class ProviderConfig(_Strict):
         if self.kind is ProviderKind.EMBEDDED and not self.private:
             raise ValueError("an embedded provider runs in-process and must be private = true")
         return self
+
+    @property
+    def response_deadline_s(self) -> float:
+        """``deadline_s``, or twice ``timeout_s`` when unset."""
+        return self.deadline_s if self.deadline_s is not None else 2 * self.timeout_s
 
     def api_key(self) -> str | None:
         """The key from the environment at call time; never cached or persisted."""
@@ -279,6 +290,9 @@ class Settings(BaseSettings):
     """Leases that tell a crashed worker's instances from running ones (``[workers]``)."""
     tui: TuiConfig = Field(default_factory=TuiConfig)
     """The operator's terminal UI (``[tui]``)."""
+    max_stored_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest raw response and raw output kept per attempt (1 MiB each, UTF-8); a longer one is
+    cut there and its size as received recorded on the attempt (env: STEPLINE_MAX_STORED_BYTES)."""
     workflow_modules: tuple[str, ...] = ()
     """Python modules that register a team's own workflows (``flows.registry.register``),
     imported by every process that runs or lists them: ``stepline``, the TUI and each

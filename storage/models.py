@@ -282,6 +282,9 @@ class Attempt(SQLModel, table=True):
     pii: Any = _json()
     """Personal data kept out of the request, by kind and count, never the values:
     ``{"redacted": {"name": 2}, "blocked": {"iban": 1}}``."""
+    truncated: Any = _json()
+    """Raw texts cut to ``max_stored_bytes`` before storing: ``{"raw_response": 31457280}``, each
+    with its size as received in UTF-8 bytes; None when everything was stored whole."""
     started_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

@@ -32,7 +32,7 @@ from storage.errors import StorageError
 
 __all__ = ["HEAD_REVISION", "InstanceRow", "check_sqlite_file", "newest_instances", "sqlite_path"]
 
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 """The newest migration in ``migrations/versions`` (a test keeps it true). Every command opens
 the store; a database already at it is checked with one query, without loading Alembic and its
 scripts (half a second on the path to a command's first request)."""

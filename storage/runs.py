@@ -153,7 +153,15 @@ class RunStore(StoreBase):
         """
         kept = {
             k: outcome[k]
-            for k in ("raw_output", "raw_response", "tokens_in", "tokens_out", "cost_usd", "latency_ms")
+            for k in (
+                "raw_output",
+                "raw_response",
+                "truncated",
+                "tokens_in",
+                "tokens_out",
+                "cost_usd",
+                "latency_ms",
+            )
             if k in outcome
         }
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from steps.errors import FailureClass
-from steps.providers.base import HTTPX_HOOKS, FailureRow
+from steps.providers.base import FailureRow, http_client_options
 from steps.settings import ModelConfig, ProviderConfig, ProviderKind, StructuredMode
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class AnthropicVendor:
             base_url=provider.base_url,
             max_retries=0,
             timeout=provider.timeout_s,
-            http_client=anthropic.DefaultHttpxClient(event_hooks=HTTPX_HOOKS),
+            http_client=anthropic.DefaultHttpxClient(**http_client_options(provider)),
         )
         closers.append(sdk.close)
         return instructor.from_anthropic(sdk, mode=self.modes()[config.structured_mode])

@@ -1,8 +1,9 @@
 """What every vendor module shares: the request and response hooks, and the ``Vendor`` protocol.
 
-The HTTP response body of every request is captured byte-for-byte (an httpx response hook) into
-the caller's ``capture_bodies()`` list, so that a failed attempt can be stored exactly as the
-provider sent it; the in-process vendors append the JSON of what they return instead.
+The HTTP response body of every request is read within the provider's bounds
+(``steps.providers.bounds``) and captured byte-for-byte into the caller's ``capture_bodies()``
+list, so that a failed attempt can be stored exactly as the provider sent it; the in-process
+vendors append the JSON of what they return instead.
 
 Write-ahead is enforced where the request leaves the process: an httpx request hook (and the
 in-process vendors' ``create``) asks the caller's ``write_ahead()`` check first, which refuses
@@ -25,11 +26,11 @@ if TYPE_CHECKING:
     import instructor
 
 __all__ = [
-    "HTTPX_HOOKS",
     "FailureRow",
     "Vendor",
     "capture_bodies",
     "check_write_ahead",
+    "http_client_options",
     "record_body",
     "sampling_kwargs",
     "write_ahead",
@@ -88,17 +89,12 @@ def _httpx_request(request: httpx2.Request) -> None:
     check_write_ahead(request.content)
 
 
-def _httpx_response(response: httpx2.Response) -> None:
-    if _BODIES.get() is not None:
-        response.read()
-        record_body(response.content)
+def http_client_options(provider: ProviderConfig) -> dict[str, Any]:
+    """What every HTTP vendor gives its SDK's ``DefaultHttpxClient``: the write-ahead check before
+    each request, each response body read within ``provider``'s bounds and captured."""
+    from steps.providers.bounds import http_options
 
-
-HTTPX_HOOKS: dict[str, list[Callable[..., Any]]] = {
-    "request": [_httpx_request],
-    "response": [_httpx_response],
-}
-"""The event hooks every HTTP vendor gives its SDK's httpx client."""
+    return http_options(provider, _httpx_request, record_body)
 
 
 def sampling_kwargs(sampling: Mapping[str, Any]) -> dict[str, Any]:

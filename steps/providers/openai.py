@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from steps.errors import FailureClass
-from steps.providers.base import HTTPX_HOOKS, FailureRow, sampling_kwargs
+from steps.providers.base import FailureRow, http_client_options, sampling_kwargs
 from steps.settings import ModelConfig, ProviderConfig, ProviderKind, StructuredMode
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class OpenAIVendor(OpenAIShaped):
             base_url=provider.base_url,
             max_retries=0,
             timeout=provider.timeout_s,
-            http_client=openai.DefaultHttpxClient(event_hooks=HTTPX_HOOKS),
+            http_client=openai.DefaultHttpxClient(**http_client_options(provider)),
         )
         closers.append(sdk.close)
         return instructor.from_openai(sdk, mode=self.modes()[config.structured_mode])

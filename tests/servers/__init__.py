@@ -24,11 +24,13 @@ from .base import (
     Usage,
     content_filter,
     error,
+    gzip_bomb,
     invalid_json,
     ok,
     refusal,
     reset,
     slow,
+    trickle,
     truncated,
 )
 from .openai_server import OpenAIServer
@@ -48,10 +50,12 @@ __all__ = [
     "content_filter",
     "error",
     "example_from_schema",
+    "gzip_bomb",
     "invalid_json",
     "ok",
     "refusal",
     "reset",
     "slow",
+    "trickle",
     "truncated",
 ]

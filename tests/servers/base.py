@@ -26,6 +26,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -47,16 +48,27 @@ __all__ = [
     "Usage",
     "content_filter",
     "error",
+    "gzip_bomb",
     "invalid_json",
     "ok",
     "refusal",
     "reset",
     "slow",
+    "trickle",
     "truncated",
 ]
 
 ReplyKind: TypeAlias = Literal[
-    "ok", "invalid_json", "truncated", "refusal", "content_filter", "error", "slow", "reset"
+    "ok",
+    "invalid_json",
+    "truncated",
+    "refusal",
+    "content_filter",
+    "error",
+    "slow",
+    "reset",
+    "trickle",
+    "gzip_bomb",
 ]
 _REPLY_KINDS: frozenset[str] = frozenset(get_args(ReplyKind))
 
@@ -91,6 +103,7 @@ class Reply:
     seconds: float = 0.0
     then: Reply | None = None
     usage: Usage | None = None
+    inflated: int = 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Reply:
@@ -135,6 +148,12 @@ class Reply:
             then_raw = data.pop("then", None)
             then = Reply.from_dict(then_raw) if isinstance(then_raw, Mapping) else None
             return done(slow(float(data.pop("seconds")), then=then))
+        if kind == "trickle":
+            then_raw = data.pop("then", None)
+            then = Reply.from_dict(then_raw) if isinstance(then_raw, Mapping) else None
+            return done(trickle(float(data.pop("seconds")), then=then))
+        if kind == "gzip_bomb":
+            return done(gzip_bomb(int(data.pop("inflated"))))
         return done(reset())
 
 
@@ -219,6 +238,39 @@ def slow(seconds: float, then: Reply | None = None) -> Reply:
     does not keep a thread sleeping.
     """
     return Reply(kind="slow", seconds=seconds, then=then)
+
+
+def trickle(seconds: float, then: Reply | None = None) -> Reply:
+    """Send ``then`` (default reply if None), status line and headers included, one byte every
+    ``seconds``: a peer that never goes quiet long enough for a read timeout."""
+    return Reply(kind="trickle", seconds=seconds, then=then)
+
+
+def gzip_bomb(inflated: int) -> Reply:
+    """A 200 whose ``Content-Encoding: gzip`` body inflates to ``inflated`` bytes of a JSON
+    string (about 1,000 times smaller on the wire). Built here, once per size (1 GiB: ~5 s), so
+    that the server answers at once."""
+    _bomb(inflated)
+    return Reply(kind="gzip_bomb", inflated=inflated)
+
+
+_BOMBS: dict[int, bytes] = {}
+
+
+def _bomb(inflated: int) -> bytes:
+    """gzip of ``{"x": "000...0"}`` inflating to ``inflated`` bytes, built once per size."""
+    if inflated not in _BOMBS:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+        parts = [packer.compress(b'{"x": "')]
+        zeros = b"0" * (1 << 20)
+        left = max(0, inflated - 9)
+        while left > 0:
+            parts.append(packer.compress(zeros[: min(left, len(zeros))]))
+            left -= len(zeros)
+        parts.append(packer.compress(b'"}'))
+        parts.append(packer.flush())
+        _BOMBS[inflated] = b"".join(parts)
+    return _BOMBS[inflated]
 
 
 def reset() -> Reply:
@@ -369,6 +421,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.server.owner.verbose:
             self.log_request(response.status)
+
+    def trickle(self, response: _Response, seconds: float, stop: threading.Event) -> None:
+        """Like ``send``, one byte every ``seconds`` until done, the client hangs up or the server stops."""
+        lines = [f"HTTP/1.1 {response.status} OK"]
+        lines += [f"{name}: {value}" for name, value in response.headers]
+        lines += [f"Content-Length: {len(response.body)}", "Connection: close"]
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
+        self.close_connection = True
+        for i in range(len(data)):
+            try:
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            if stop.wait(seconds):
+                return
 
     def abort(self) -> None:
         """Close with SO_LINGER 0 so the kernel sends RST instead of FIN."""
@@ -710,6 +778,20 @@ class FakeLLMServer(abc.ABC):
             return
         if reply.kind == "reset":
             handler.abort()
+            return
+        if reply.kind == "trickle":
+            then = reply.then if reply.then is not None else self._resolve(self.default, body)
+            usage = then.usage if then.usage is not None else self.usage
+            rendered = self._json_response(200, self.render(then, body, usage))
+            handler.trickle(rendered, reply.seconds, self._stop_event)
+            return
+        if reply.kind == "gzip_bomb":
+            headers = [
+                ("Content-Type", "application/json"),
+                ("Content-Encoding", "gzip"),
+                *self.response_headers(),
+            ]
+            handler.send(_Response(200, _bomb(reply.inflated), headers))
             return
         if reply.kind == "error":
             extra = list(reply.headers)

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,14 @@ def kill_server(home: Home) -> None:
     os.killpg(home.state()["pid"], signal.SIGKILL)  # started in a session of its own: its group
 
 
+def seconds_since_last_end(database: Path) -> float:
+    """Wall seconds from the last instance's end, as Stepline's store recorded it, to now."""
+    with sqlite3.connect(database) as connection:
+        (last,) = connection.execute("SELECT max(finished_at) FROM workflow_instance").fetchone()
+    ended = datetime.fromisoformat(last)
+    return time.time() - (ended if ended.tzinfo else ended.replace(tzinfo=UTC)).timestamp()
+
+
 def statuses(database: Path) -> dict[str, int]:
     with sqlite3.connect(database) as connection:
         rows = connection.execute("SELECT status, count(*) FROM workflow_instance GROUP BY status")
@@ -84,9 +93,14 @@ def test_a_batch_whose_prefect_server_dies_finishes_and_says_so(
 
     out, err = worker.communicate(timeout=300)
     took = time.monotonic() - killed
+    after = seconds_since_last_end(workdir / "stepline.db")
+    print(
+        f"batch of 8, Prefect killed: exit {took:.1f} s after the kill, {after:.1f} s after the last instance"
+    )
 
     assert worker.returncode == EXIT_PREFECT_LOST, err
     assert took < BOUND_S, f"exited {took:.1f} s after the kill"
+    assert after < 30, f"exited {after:.1f} s after the last instance ended"
     assert "Traceback" not in err, err
     assert "Prefect's API failed during this run" in err
     assert "completed" in out  # the outcome table was printed
@@ -103,9 +117,12 @@ def test_a_single_run_whose_prefect_server_dies_completes(
 
     out, err = worker.communicate(timeout=300)
     took = time.monotonic() - killed
+    after = seconds_since_last_end(workdir / "stepline.db")
+    print(f"single run, Prefect killed: exit {took:.1f} s after the kill, {after:.1f} s after its end")
 
     assert worker.returncode == EXIT_PREFECT_LOST, err
     assert took < BOUND_S, f"exited {took:.1f} s after the kill"
+    assert after < 30, f"exited {after:.1f} s after the instance ended"
     assert json.loads(out)["title"]  # the typed output, printed as on any completed run
     assert "Prefect's API failed during this run" in err
     assert statuses(workdir / "stepline.db") == {"completed": 1}
@@ -133,6 +150,7 @@ def test_ctrl_c_while_waiting_for_a_dead_prefect_ends_within_two_seconds(
         worker.kill()
         raise
     took = time.monotonic() - interrupted
+    print(f"Ctrl-C while waiting for a dead Prefect: exit {took:.2f} s after it")
 
     assert took < 2.0, f"{took:.1f} s after Ctrl-C"
     assert worker.returncode in (EXIT_PREFECT_LOST, 130), err

@@ -38,6 +38,7 @@ from flows.inputs import (
 )
 from flows.instances import RunResult, check_workflow, interrupt, parse_input, run_workflow
 from flows.local_server import ensure_prefect_api
+from flows.results import discard_failure_result
 from flows.running import orchestrator_down
 from flows.runtime import Runtime
 from flows.workflow import Workflow
@@ -378,6 +379,7 @@ def _in_one_flow_run(
         name=BATCH_RUN_FLOW,
         flow_run_name=f"{name} x{count}",
         persist_result=False,
+        on_failure=[discard_failure_result],
         validate_parameters=False,
     )(body)
     try:

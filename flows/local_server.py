@@ -7,6 +7,11 @@ action) that needs an API starts ``python -m prefect server start`` on loopback,
 session of its own, with its own PREFECT_HOME, log and state file under Stepline's data folder.
 Every later command, TUI action and flow reuses it; ``stepline server stop`` stops it.
 
+That folder holds instances' inputs and outputs (the server's database has flow-run names and
+states; Stepline's probes and Prefect's failure records sit beside it), so it and everything in
+it are owner-only: folders 0700, files 0600. The server outlives the command that started it,
+so it starts from an allow-list of the environment, never with a provider's API key.
+
 Nothing here imports Prefect. Prefect reads PREFECT_API_URL once, when it is imported (its
 global settings; ``temporary_settings`` does not reach worker threads), so the URL has to be
 in the environment before that import. Health and version are asked over plain HTTP.
@@ -47,6 +52,8 @@ __all__ = [
     "ensure",
     "ensure_prefect_api",
     "log_path",
+    "private_dir",
+    "private_home",
     "server_home",
     "status",
     "stop",
@@ -113,6 +120,44 @@ def data_home() -> Path:
         return Path(home).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "stepline"
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` and every missing folder above it owner-only (0700); return it.
+
+    ``Path.mkdir(parents=True, mode=...)`` gives the mode to the last folder only, and the
+    umask can take bits from it: the XDG spec asks for 0700 on each folder it makes.
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another command
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)
+    return path
+
+
+def private_home() -> Path:
+    """``data_home()``, made (or, if an earlier Stepline made it 0755, made again) owner-only."""
+    home = private_dir(data_home())
+    _owner_only(home, 0o700)
+    return home
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    """Take group and other bits off ``path`` if it is ours (a folder a user named may not be)."""
+    with contextlib.suppress(OSError):
+        info = path.lstat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            path.chmod(mode)
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """A descriptor on ``path``, a new file being made 0600 whatever the umask."""
+    return os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 def server_home() -> Path:
@@ -313,9 +358,11 @@ def _start() -> ServerState:
     log = log_path()
     if log.exists():
         log.replace(log.with_name("server.log.1"))  # keep the previous server's log, once
+    for found in home.rglob("*"):  # files an earlier Stepline let the server make 0644
+        _owner_only(found, 0o700 if found.is_dir() else 0o600)
     for _ in range(3):  # the free port found may be taken before the server binds it
         port = _free_port()
-        with log.open("ab") as out:
+        with os.fdopen(_open_private(log, os.O_WRONLY | os.O_APPEND), "ab") as out:
             logged = out.tell()  # this attempt's output starts here
             process = subprocess.Popen(  # noqa: S603 (our interpreter, fixed arguments)
                 [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)],
@@ -325,6 +372,7 @@ def _start() -> ServerState:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C and a killed command do not reach it
+                umask=0o077,  # its database (and -wal, -shm), memo store: owner-only, like the folder
             )
         _SPAWNED[process.pid] = process
         state = ServerState(process.pid, port, f"http://{HOST}:{port}/api", _prefect_version(), time.time())
@@ -364,11 +412,32 @@ def _wait_ready(state: ServerState, process: subprocess.Popen[bytes], logged: in
     return None
 
 
+_SERVER_ENV = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "VIRTUAL_ENV"}
+)
+"""What running Python needs of the environment; the server's own settings are its PREFECT_* ones."""
+_CLIENT_ONLY = frozenset({"PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"})
+
+
 def _server_env(home: Path) -> dict[str, str]:
+    """The server's environment: an allow-list, not the starting command's whole environment.
+
+    The server lives on after the command that started it, serving every later one, so
+    whatever it inherits stays in its process environment (``/proc/<pid>/environ``) for
+    days. That command's environment holds the providers' keys under whatever names the
+    catalog gives them (``api_key_env``), database passwords, cloud credentials: a deny-list
+    cannot know them all. Python needs its basics (PATH, HOME, locale, temporary folder,
+    PYTHON*); Prefect's server reads only its PREFECT_* settings (not the client's API URL
+    and key, nor a profile naming another server). STEPLINE_HOME stays: it says whose server
+    it is (``stepline server status`` and the tests look for it).
+    """
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH")
+        if key in _SERVER_ENV
+        or key.startswith(("LC_", "PYTHON"))
+        or (key.startswith("PREFECT_") and key not in _CLIENT_ONLY)
+        or key == "STEPLINE_HOME"
     }
     env.update(
         PREFECT_HOME=str(home),
@@ -463,7 +532,8 @@ def _read_state() -> ServerState | None:
 def _write_state(state: ServerState) -> None:
     path = _state_path()
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
+    with os.fdopen(_open_private(temporary, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(asdict(state), indent=2) + "\n")
     temporary.replace(path)  # readers never see half a file
 
 
@@ -472,8 +542,10 @@ def _locked() -> Iterator[None]:
     """Hold the server folder's lock: one process at a time checks, starts or stops the server."""
     home = server_home()
     try:
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        handle = (home / "lock").open("a")
+        private_home()
+        private_dir(home)
+        _owner_only(home, 0o700)
+        handle = os.fdopen(_open_private(home / "lock", os.O_WRONLY | os.O_APPEND), "a")
     except OSError as exc:
         raise ServerError(
             f"cannot use {home} for Prefect's local API server ({exc}); set STEPLINE_HOME"

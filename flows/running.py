@@ -32,6 +32,7 @@ from flows.engine import SCOPE, Scope
 from flows.inputs import check_payload, id_problem
 from flows.notify import notify_owner
 from flows.registry import get_workflow
+from flows.results import discard_failure_result
 from flows.runtime import Runtime
 from flows.workflow import Workflow
 from steps.errors import (
@@ -317,8 +318,8 @@ def _instance_flow(workflow: Workflow) -> Flow[[], Any]:
     storage (``~/.prefect/storage``, never cleaned), whatever ``persist_result`` says. The
     flow run ends as a failed state naming it instead, and the exception goes on from
     ``_run_held`` (``Scope.ended``). For a workflow holding personal data that state names a
-    stand-in with no text of the instance (``Scope.withhold``), and its result is never
-    persisted (it carries the personal values put back).
+    stand-in with no text of the instance (``Scope.withhold``). Its result is never persisted
+    (it carries the personal values put back; Stepline's store has it): ``flows.results``.
     """
     original = workflow.flow
     found = _INSTANCE_FLOWS.get(id(original))
@@ -352,10 +353,10 @@ def _instance_flow(workflow: Workflow) -> Flow[[], Any]:
                 retry_delay_seconds=original.retry_delay_seconds,
                 timeout_seconds=original.timeout_seconds,
                 log_prints=original.log_prints,
-                persist_result=False if workflow.privacy.holds_personal_data else original.persist_result,
+                persist_result=False,
                 task_runner=original.task_runner,
                 on_completion=original.on_completion_hooks,
-                on_failure=original.on_failure_hooks,
+                on_failure=[*original.on_failure_hooks, discard_failure_result],
                 on_cancellation=original.on_cancellation_hooks,
                 on_crashed=original.on_crashed_hooks,
                 on_running=original.on_running_hooks,

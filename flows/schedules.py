@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from flows.batch import read_items, run_batch
 from flows.registry import get_workflow
+from flows.results import discard_failure_result
 from flows.runtime import Runtime
 from flows.team import QUEUED_DEPLOYMENT, QUEUED_ENTRYPOINT
 from steps.errors import ConfigError, InputError
@@ -55,7 +56,7 @@ WORK_POOL = "stepline"
 """The work pool ``prefect.yaml`` deploys to (``prefect work-pool create stepline --type process``)."""
 
 
-@flow(name=BATCH_FLOW)
+@flow(name=BATCH_FLOW, persist_result=False, on_failure=[discard_failure_result])
 def scheduled_batch(
     workflow: str,
     input_dir: str | None = None,

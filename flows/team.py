@@ -31,6 +31,7 @@ from prefect import flow, get_run_logger
 from flows.batch import BatchItem, ItemOutcome, parse_item
 from flows.instances import check_workflow, run_queued
 from flows.recovery import LostInstance, find_lost, recover
+from flows.results import discard_failure_result
 from flows.runtime import Runtime
 from flows.workflow import Workflow
 from steps.errors import InputError
@@ -59,7 +60,7 @@ _TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 _STARTED = {"PENDING", "RUNNING"}
 
 
-@flow(name=QUEUED_FLOW)
+@flow(name=QUEUED_FLOW, persist_result=False, on_failure=[discard_failure_result])
 def queued_flow(instance_ids: list[str], concurrency: int = 4) -> dict[str, int]:
     """Run queued instances on this worker: lease them all, then run ``concurrency`` at a time.
 

@@ -115,6 +115,7 @@ def _prepare_flows(verbose: bool, *, local_server: bool = True) -> None:
     # Prefect's client telemetry (and its first-run notice) is Prefect's to ask about, not
     # something a Stepline user opted into by running a workflow.
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    _keep_results_private()
     if local_server:
         _use_local_server()
     with err.status("loading workflows…"):
@@ -124,6 +125,13 @@ def _prepare_flows(verbose: bool, *, local_server: bool = True) -> None:
         # keep Prefect's task-failure tracebacks and Instructor's retry logs off the terminal.
         for name in ("prefect", "instructor"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _keep_results_private() -> None:
+    """Prefect's result files under Stepline's home, not ~/.prefect/storage (``flows.results``)."""
+    from flows.results import keep_results_private
+
+    keep_results_private()
 
 
 def _use_local_server() -> None:
@@ -808,10 +816,14 @@ def validate() -> None:
 
 
 def _probe_log() -> Any:
-    from flows.local_server import data_home
+    from flows.local_server import data_home, private_home
     from steps.probe import ProbeLog
 
-    return ProbeLog(data_home() / "probes.json")
+    try:
+        home = private_home()  # made owner-only before a probe writes there
+    except OSError:
+        home = data_home()  # a probe's write says why it cannot
+    return ProbeLog(home / "probes.json")
 
 
 @app.command()

@@ -138,6 +138,9 @@ def _ensure_server() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows import local_server
+    from flows.results import keep_results_private
+
+    keep_results_private()  # before Prefect is imported: its result files under Stepline's home
 
     ensured = local_server.ensure()
     if ensured is not None and ensured.started:

@@ -3,7 +3,8 @@
 ``stepline tui`` shows its first rows before SQLAlchemy and SQLModel are loaded (about half a
 second of imports, more than a bare Textual app takes to paint); they load in a worker after
 the first paint, and every later read goes through the ``Store``. This module imports only the
-standard library and ``storage.errors``, and reads through a read-only ``sqlite3`` connection
+standard library, ``storage.errors`` and ``storage.escaping`` (the ``error`` column is stored
+escaped like every text column), and reads through a read-only ``sqlite3`` connection
 that it closes before returning.
 
 It reads a file only when it is a Stepline database at the newest revision (``HEAD_REVISION``,
@@ -26,9 +27,10 @@ import re
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from storage.errors import StorageError
+from storage.escaping import unescape_text
 
 __all__ = ["HEAD_REVISION", "InstanceRow", "check_sqlite_file", "newest_instances", "sqlite_path"]
 
@@ -54,6 +56,7 @@ class InstanceRow(NamedTuple):
     """Aware, in UTC (SQLite keeps it as naive UTC text)."""
 
 
+_ERROR = InstanceRow._fields.index("error")
 _QUERY = f"SELECT {', '.join(InstanceRow._fields)} FROM workflow_instance ORDER BY created_at DESC LIMIT ?"  # noqa: S608 (field names, not input)
 
 
@@ -82,7 +85,14 @@ def newest_instances(path: Path, limit: int) -> list[InstanceRow] | None:
         return None
     finally:
         connection.close()
-    return [InstanceRow._make((*row[:-1], _utc(row[-1]))) for row in rows]
+    return [_instance_row(row) for row in rows]
+
+
+def _instance_row(row: tuple[Any, ...]) -> InstanceRow:
+    error = row[_ERROR]
+    return InstanceRow._make(
+        (*row[:_ERROR], None if error is None else unescape_text(error), *row[_ERROR + 1 : -1], _utc(row[-1]))
+    )
 
 
 def _utc(stored: str) -> datetime:

@@ -32,7 +32,14 @@ from typing import Any, NamedTuple
 from storage.errors import StorageError
 from storage.escaping import unescape_text
 
-__all__ = ["HEAD_REVISION", "InstanceRow", "check_sqlite_file", "newest_instances", "sqlite_path"]
+__all__ = [
+    "HEAD_REVISION",
+    "InstanceRow",
+    "check_sqlite_file",
+    "hard_link_problem",
+    "newest_instances",
+    "sqlite_path",
+]
 
 HEAD_REVISION = "0010"
 """The newest migration in ``migrations/versions`` (a test keeps it true). Every command opens
@@ -72,6 +79,8 @@ def sqlite_path(url: str) -> Path | None:
 def newest_instances(path: Path, limit: int) -> list[InstanceRow] | None:
     """The newest ``limit`` instances in the SQLite file ``path``, as ``Store.search_instances()``
     lists them; None unless it is a Stepline database at ``HEAD_REVISION`` that reads cleanly."""
+    if hard_link_problem(path) is not None:
+        return None  # opening the store refuses it, with the message
     try:
         connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
     except sqlite3.Error:
@@ -128,6 +137,9 @@ def check_sqlite_file(database: str | None) -> None:
     if path.exists():
         if not path.is_file():
             raise StorageError(f"database path {path} is not a regular file; {fix}")
+        linked = hard_link_problem(path)
+        if linked is not None:
+            raise StorageError(linked)
         if not os.access(path, os.R_OK | os.W_OK):
             raise StorageError(f"database file {path} is read-only for this user; chmod u+rw it {fix}")
         if not os.access(path.parent, os.W_OK | os.X_OK) and not all(j.exists() for j in journal):
@@ -145,3 +157,35 @@ def check_sqlite_file(database: str | None) -> None:
     except OSError as exc:
         raise StorageError(f"cannot create database file {path}: {exc.strerror or exc}; {fix}") from None
     os.close(fd)  # new and empty: no SQLite connection anywhere holds it yet
+
+
+def hard_link_problem(path: Path) -> str | None:
+    """Why ``path`` must not be opened when it is one of several hard links to its file, else None.
+
+    SQLite finds a database's ``-wal`` and ``-shm`` files by the name it was opened under, and
+    within one process shares locks by inode: two names for one file give two write-ahead logs
+    and mismatched locks, so commits made under one name are lost or corrupt the file seen through
+    the other, and a process holding both reports only "disk I/O error". Only ``stat`` looks.
+    """
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    if found.st_nlink <= 1:
+        return None
+    try:  # the other names are usually in the same folder (``ln a.db b.db``)
+        others = sorted(
+            entry.name
+            for entry in os.scandir(path.parent)
+            if entry.name != path.name
+            and entry.is_file(follow_symlinks=False)
+            and entry.inode() == found.st_ino
+        )
+    except OSError:
+        others = []
+    also = f" (also named {', '.join(others)} in {path.parent})" if others else ""
+    return (
+        f"database file {path} has {found.st_nlink} hard links{also}; SQLite keeps its -wal and "
+        "-shm files by name, so one database under several names loses or corrupts commits: "
+        "remove the other names and use one path, or `cp` the file to make a separate database"
+    )

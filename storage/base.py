@@ -22,6 +22,7 @@ import functools
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
@@ -33,6 +34,7 @@ from storage.db import db_reason, release_engine, safe_url
 from storage.errors import DatabaseFailed
 from storage.models import Attempt, StepRun, WorkflowInstance
 from storage.prepared import execute
+from storage.quick_read import hard_link_problem
 from storage.sqlite_writer import sqlite_writer
 
 __all__ = ["StoreBase", "insert_rows", "row_exists", "row_values", "update_row"]
@@ -153,7 +155,12 @@ class StoreBase:
 
     def _failed(self, what: str, exc: SQLAlchemyError) -> DatabaseFailed:
         where = safe_url(self.engine.url)
-        return DatabaseFailed(f"the database {where} failed while {what}: {db_reason(exc)}")
+        reason = db_reason(exc)
+        database = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and database and database != ":memory:":
+            # A name linked after the store opened: SQLite only says "disk I/O error".
+            reason = hard_link_problem(Path(database)) or reason
+        return DatabaseFailed(f"the database {where} failed while {what}: {reason}")
 
 
 def update_row(

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from storage.errors import StorageError
-from storage.quick_read import HEAD_REVISION, check_sqlite_file
+from storage.quick_read import HEAD_REVISION, check_sqlite_file, hard_link_problem
 from storage.sqlite_writer import close_writer
 
 if TYPE_CHECKING:
@@ -151,6 +151,9 @@ def _create(parsed: URL) -> Engine:
     except SQLAlchemyError as exc:
         engine.dispose()
         reason = db_reason(exc)
+        linked = hard_link_problem(Path(parsed.database)) if sqlite and parsed.database else None
+        if linked is not None:  # linked since check_sqlite_file looked: SQLite says "disk I/O error"
+            raise StorageError(linked) from None
         if sqlite and "readonly" in reason:
             raise StorageError(
                 f"database {shown} is read-only ({reason}); make the file and its folder writable "

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Dialect, Index, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
+from storage.escaping import escape_json, escape_text, unescape_json, unescape_text
 from storage.states import REPLAYABLE, InstanceStatus, ReviewStatus, StepRunStatus
 
 __all__ = [
@@ -42,7 +44,44 @@ __all__ = [
     "schema_digest",
 ]
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+class EscapedText(TypeDecorator[str]):
+    """``Text`` that holds any Python string: what a database refuses is stored escaped
+    (``storage.escaping``) and read back as it was written. The column is plain ``TEXT``."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else escape_text(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else unescape_text(value)
+
+
+class EscapedJSON(TypeDecorator[Any]):
+    """JSON (``JSONB`` on PostgreSQL) whose strings may hold anything, as ``EscapedText``.
+
+    PostgreSQL refuses NUL and unpaired surrogates in ``jsonb`` even as ``\\u`` escapes; SQLite
+    would take them, but both go through the same escape so one code path is tested on both.
+    """
+
+    impl = JSON
+    cache_ok = True
+    should_evaluate_none = True
+    """As ``JSON``'s: ``None`` is stored as JSON ``null``, as before this type."""
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else escape_json(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else unescape_json(value)
+
+
+JSONType = EscapedJSON()
 
 
 def schema_digest(schema: Any) -> str:
@@ -130,7 +169,7 @@ class WorkflowInstance(SQLModel, table=True):
     output: Any = _json()
     failed_step: str | None = Field(default=None, max_length=100)
     failure_class: str | None = Field(default=None, max_length=32)
-    error: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(EscapedText()))
     generation: int = 0
     """0 for the first run, then +1 per replay (each replay's step runs carry it)."""
     worker: str | None = Field(default=None, max_length=200)
@@ -166,10 +205,10 @@ class PromptVersion(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     step: str = Field(index=True, max_length=100)
     content_hash: str = Field(max_length=64)
-    system: str = Field(sa_column=Column(Text, nullable=False))
-    template: str = Field(sa_column=Column(Text, nullable=False))
+    system: str = Field(sa_column=Column(EscapedText(), nullable=False))
+    template: str = Field(sa_column=Column(EscapedText(), nullable=False))
     author: str = Field(max_length=200)
-    note: str | None = Field(default=None, sa_column=Column(Text))
+    note: str | None = Field(default=None, sa_column=Column(EscapedText()))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
@@ -261,17 +300,17 @@ class Attempt(SQLModel, table=True):
     provider: str = Field(max_length=100)
     model_id: str = Field(max_length=100)
     provider_model: str = Field(max_length=200)
-    routing_reason: str | None = Field(default=None, sa_column=Column(Text))
+    routing_reason: str | None = Field(default=None, sa_column=Column(EscapedText()))
     prompt_version_id: str = Field(foreign_key="prompt_version.id", max_length=32)
     sampling: Any = _json()
     request_messages: Any = _json()
-    raw_output: str | None = Field(default=None, sa_column=Column(Text))
-    raw_response: str | None = Field(default=None, sa_column=Column(Text))
+    raw_output: str | None = Field(default=None, sa_column=Column(EscapedText()))
+    raw_response: str | None = Field(default=None, sa_column=Column(EscapedText()))
     parsed_output: Any = _json()
     schema_hash: str | None = Field(default=None, foreign_key="output_schema.hash", max_length=64)
     """The output schema this attempt was validated against (``OutputSchema``), successful or not."""
     failure_class: str | None = Field(default=None, max_length=32)
-    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    error_message: str | None = Field(default=None, sa_column=Column(EscapedText()))
     validation_errors: Any = _json()
     tokens_in: int | None = None
     tokens_out: int | None = None
@@ -325,13 +364,13 @@ class ReviewItem(SQLModel, table=True):
     step: str = Field(max_length=100)
     index: int = 0
     failure_class: str = Field(max_length=32)
-    raw_output: str | None = Field(default=None, sa_column=Column(Text))
+    raw_output: str | None = Field(default=None, sa_column=Column(EscapedText()))
     expected_schema: Any = _json()
     validation_errors: Any = _json()
     status: str = Field(default=ReviewStatus.OPEN.value, max_length=20)
     output: Any = _json()
     decided_by: str | None = Field(default=None, max_length=200)
-    note: str | None = Field(default=None, sa_column=Column(Text))
+    note: str | None = Field(default=None, sa_column=Column(EscapedText()))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
@@ -349,9 +388,9 @@ class Notification(SQLModel, table=True):
     target: str = Field(max_length=300)
     """The target's scheme and a short hash of its URL only: Apprise URLs can embed tokens."""
     title: str = Field(max_length=300)
-    body: str = Field(sa_column=Column(Text, nullable=False))
+    body: str = Field(sa_column=Column(EscapedText(), nullable=False))
     delivered: bool = False
-    error: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(EscapedText()))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

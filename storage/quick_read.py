@@ -3,7 +3,8 @@
 ``stepline tui`` shows its first rows before SQLAlchemy and SQLModel are loaded (about half a
 second of imports, more than a bare Textual app takes to paint); they load in a worker after
 the first paint, and every later read goes through the ``Store``. This module imports only the
-standard library and ``storage.errors``, and reads through a read-only ``sqlite3`` connection
+standard library, ``storage.errors`` and ``storage.escaping`` (the ``error`` column is stored
+escaped like every text column), and reads through a read-only ``sqlite3`` connection
 that it closes before returning.
 
 It reads a file only when it is a Stepline database at the newest revision (``HEAD_REVISION``,
@@ -26,11 +27,19 @@ import re
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from storage.errors import StorageError
+from storage.escaping import unescape_text
 
-__all__ = ["HEAD_REVISION", "InstanceRow", "check_sqlite_file", "newest_instances", "sqlite_path"]
+__all__ = [
+    "HEAD_REVISION",
+    "InstanceRow",
+    "check_sqlite_file",
+    "hard_link_problem",
+    "newest_instances",
+    "sqlite_path",
+]
 
 HEAD_REVISION = "0011"
 """The newest migration in ``migrations/versions`` (a test keeps it true). Every command opens
@@ -54,6 +63,7 @@ class InstanceRow(NamedTuple):
     """Aware, in UTC (SQLite keeps it as naive UTC text)."""
 
 
+_ERROR = InstanceRow._fields.index("error")
 _QUERY = f"SELECT {', '.join(InstanceRow._fields)} FROM workflow_instance ORDER BY created_at DESC LIMIT ?"  # noqa: S608 (field names, not input)
 
 
@@ -69,6 +79,8 @@ def sqlite_path(url: str) -> Path | None:
 def newest_instances(path: Path, limit: int) -> list[InstanceRow] | None:
     """The newest ``limit`` instances in the SQLite file ``path``, as ``Store.search_instances()``
     lists them; None unless it is a Stepline database at ``HEAD_REVISION`` that reads cleanly."""
+    if hard_link_problem(path) is not None:
+        return None  # opening the store refuses it, with the message
     try:
         connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
     except sqlite3.Error:
@@ -82,7 +94,14 @@ def newest_instances(path: Path, limit: int) -> list[InstanceRow] | None:
         return None
     finally:
         connection.close()
-    return [InstanceRow._make((*row[:-1], _utc(row[-1]))) for row in rows]
+    return [_instance_row(row) for row in rows]
+
+
+def _instance_row(row: tuple[Any, ...]) -> InstanceRow:
+    error = row[_ERROR]
+    return InstanceRow._make(
+        (*row[:_ERROR], None if error is None else unescape_text(error), *row[_ERROR + 1 : -1], _utc(row[-1]))
+    )
 
 
 def _utc(stored: str) -> datetime:
@@ -118,6 +137,9 @@ def check_sqlite_file(database: str | None) -> None:
     if path.exists():
         if not path.is_file():
             raise StorageError(f"database path {path} is not a regular file; {fix}")
+        linked = hard_link_problem(path)
+        if linked is not None:
+            raise StorageError(linked)
         if not os.access(path, os.R_OK | os.W_OK):
             raise StorageError(f"database file {path} is read-only for this user; chmod u+rw it {fix}")
         if not os.access(path.parent, os.W_OK | os.X_OK) and not all(j.exists() for j in journal):
@@ -135,3 +157,35 @@ def check_sqlite_file(database: str | None) -> None:
     except OSError as exc:
         raise StorageError(f"cannot create database file {path}: {exc.strerror or exc}; {fix}") from None
     os.close(fd)  # new and empty: no SQLite connection anywhere holds it yet
+
+
+def hard_link_problem(path: Path) -> str | None:
+    """Why ``path`` must not be opened when it is one of several hard links to its file, else None.
+
+    SQLite finds a database's ``-wal`` and ``-shm`` files by the name it was opened under, and
+    within one process shares locks by inode: two names for one file give two write-ahead logs
+    and mismatched locks, so commits made under one name are lost or corrupt the file seen through
+    the other, and a process holding both reports only "disk I/O error". Only ``stat`` looks.
+    """
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    if found.st_nlink <= 1:
+        return None
+    try:  # the other names are usually in the same folder (``ln a.db b.db``)
+        others = sorted(
+            entry.name
+            for entry in os.scandir(path.parent)
+            if entry.name != path.name
+            and entry.is_file(follow_symlinks=False)
+            and entry.inode() == found.st_ino
+        )
+    except OSError:
+        others = []
+    also = f" (also named {', '.join(others)} in {path.parent})" if others else ""
+    return (
+        f"database file {path} has {found.st_nlink} hard links{also}; SQLite keeps its -wal and "
+        "-shm files by name, so one database under several names loses or corrupts commits: "
+        "remove the other names and use one path, or `cp` the file to make a separate database"
+    )

@@ -259,3 +259,38 @@ def test_a_run_starts_with_the_collector_off_then_freezes_its_start(cli: Cli, tm
     assert enabled == "True"
     assert int(frozen) > 100_000  # Prefect, the store, the SDK: the start's long-lived objects
     assert int(full) <= 3, line
+
+
+def test_a_database_under_a_second_hard_link_is_refused_with_its_cause(cli: Cli) -> None:
+    """Issue 28: it said "disk I/O error; check that the server is running"."""
+    assert cli("instances").returncode == 0  # creates stepline.db
+    os.link(cli.database, cli.folder / "linked.db")
+    for name in ("linked.db", "stepline.db"):
+        cli.env["STEPLINE_DATABASE_URL"] = f"sqlite:///{cli.folder / name}"
+        for args in (["instances"], ["run", "contract-review", "--input", str(SAMPLE)]):
+            result = cli(*args)
+            assert result.returncode == 2, result.stderr
+            no_traceback(result)
+            assert f"database file {cli.folder / name} has 2 hard links" in result.stderr
+            assert "server is running" not in result.stderr
+    assert f"also named linked.db in {cli.folder}" in result.stderr  # the last one named the other
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_an_answer_with_nul_goes_to_review_and_is_shown_as_received(
+    cli: Cli, openai_server: OpenAIServer, kind: str
+) -> None:
+    """Issue 28: on PostgreSQL a NUL in an answer paused the instance as `storage`, answer lost."""
+    from tests.databases import database_url
+
+    answer = "{clauses \x00 \\u0000 \\ud800"
+    openai_server.default = invalid_json(answer)
+    with database_url(kind, cli.folder) as url:
+        cli.env["STEPLINE_DATABASE_URL"] = url
+        stopped = cli("run", "contract-review", "--input", str(SAMPLE))
+        assert stopped.returncode == 1, stopped.stderr
+        assert "needs_review at step 'extract-clauses': schema_invalid" in stopped.stderr
+
+        listed = cli("review", "list", "--json")
+        (item,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert item["raw_output"] == answer

@@ -18,6 +18,8 @@ import textwrap
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 WRITER = textwrap.dedent(
@@ -90,3 +92,39 @@ def test_commits_survive_another_process_opening_and_closing_the_database(tmp_pa
             writer.wait(timeout=30)
     assert writer.returncode == 0
     assert count(path) == 21  # and after the writer is gone
+
+
+def test_a_hard_linked_database_is_refused_under_either_name(tmp_path: Path) -> None:
+    """Two names give two -wal files for one database: commits under one are lost to the other."""
+    from storage.db import StorageError, open_engine
+    from storage.store import Store
+
+    Store(open_engine(f"sqlite:///{tmp_path / 'a.db'}")).close()
+    os.link(tmp_path / "a.db", tmp_path / "b.db")
+
+    for name, other in (("a.db", "b.db"), ("b.db", "a.db")):
+        with pytest.raises(StorageError) as caught:
+            open_engine(f"sqlite:///{tmp_path / name}")
+        assert caught.value.message.startswith(f"database file {tmp_path / name} has 2 hard links")
+        assert f"also named {other} in {tmp_path}" in caught.value.message
+
+
+def test_sqlites_disk_io_error_on_a_second_name_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linked after the check looked (or in a process holding both names): SQLite's own reason is
+    "disk I/O error", and the message names the hard link instead."""
+    import storage.db
+    from storage.db import StorageError, open_engine
+    from storage.store import Store
+
+    first = Store(open_engine(f"sqlite:///{tmp_path / 'a.db'}"))
+    try:
+        first.create_instance("w", {"n": 1}, "ana", worker="w")  # a connection stays open, -shm too
+        os.link(tmp_path / "a.db", tmp_path / "b.db")
+        monkeypatch.setattr(storage.db, "check_sqlite_file", lambda database: None)
+        with pytest.raises(StorageError, match="has 2 hard links") as caught:
+            open_engine(f"sqlite:///{tmp_path / 'b.db'}")
+        assert "server is running" not in caught.value.message
+    finally:
+        first.close()

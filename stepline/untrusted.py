@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
@@ -92,16 +93,17 @@ class TerminalSafeFormatter(logging.Formatter):
         return for_terminal(self.inner.format(record))
 
 
-def guard_log_handlers() -> None:
+def guard_log_handlers(loggers: Iterable[logging.Logger] | None = None) -> None:
     """Wrap the formatter of every handler that writes to a stream (stderr: Prefect's console
-    handler, Python's last resort), on every configured logger; handlers that send records
-    elsewhere (Prefect's API) are left alone. Safe to call again."""
-    loggers = [logging.getLogger()] + [
-        found for found in logging.Logger.manager.loggerDict.values() if isinstance(found, logging.Logger)
-    ]
-    handlers = {id(h): h for found in loggers for h in found.handlers}
-    if logging.lastResort is not None:
-        handlers[id(logging.lastResort)] = logging.lastResort
+    handler, Python's last resort) on ``loggers`` (default: every logger there is); handlers
+    that send records elsewhere (Prefect's API) are left alone. Safe to call again."""
+    if loggers is None:
+        everywhere = logging.Logger.manager.loggerDict.values()
+        loggers = [logging.getLogger(), *(found for found in everywhere if isinstance(found, logging.Logger))]
+        extra = [logging.lastResort] if logging.lastResort is not None else []
+    else:
+        extra = []
+    handlers = {id(h): h for h in [*(h for found in loggers for h in found.handlers), *extra]}
     for handler in handlers.values():
         if isinstance(handler, logging.StreamHandler) and not isinstance(
             handler.formatter, TerminalSafeFormatter

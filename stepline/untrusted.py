@@ -98,7 +98,7 @@ def guard_log_handlers(loggers: Iterable[logging.Logger] | None = None) -> None:
     handler, Python's last resort) on ``loggers`` (default: every logger there is); handlers
     that send records elsewhere (Prefect's API) are left alone. Safe to call again."""
     if loggers is None:
-        everywhere = logging.Logger.manager.loggerDict.values()
+        everywhere = list(logging.Logger.manager.loggerDict.values())  # other threads add loggers
         loggers = [logging.getLogger(), *(found for found in everywhere if isinstance(found, logging.Logger))]
         extra = [logging.lastResort] if logging.lastResort is not None else []
     else:

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stepline.untrusted import for_terminal
+
 if TYPE_CHECKING:
     from flows.batch import BatchReport, ItemOutcome
 
@@ -77,11 +79,12 @@ class BatchView:
                 where = f"instance {outcome.instance_id[:12]}" if outcome.instance_id else "no instance"
                 if outcome.failed_step:
                     where += f" at {outcome.failed_step}: {outcome.failure_class}"
-                console.print(
-                    f"  {outcome.status:<12} {outcome.item.source}  ({where})", markup=False, highlight=False
-                )
+                # A source names an input file or line, a message may quote the input or the model.
+                line = for_terminal(f"  {outcome.status:<12} {outcome.item.source}  ({where})")
+                console.print(line, markup=False, highlight=False)
                 if outcome.message:
-                    console.print(f"  {'':<12} {outcome.message}", markup=False, highlight=False)
+                    message = for_terminal(outcome.message)
+                    console.print(f"  {'':<12} {message}", markup=False, highlight=False)
         if report.interrupted:
             console.print(
                 "stopped before the end: paused instances resume with `stepline replay <id>`; "

@@ -23,6 +23,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from stepline.untrusted import for_terminal, guard_log_handlers, json_for_terminal, json_text_for_terminal
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -37,8 +39,16 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(for_terminal(message))}", markup=True, highlight=False)
     _end(code)
+
+
+def _print_json(text: str) -> None:
+    """JSON text, coloured in a terminal like Rich's ``print_json``, but with the controls its
+    strings hold kept as ``\\uXXXX`` (``print_json`` re-dumps them raw; ``stepline.untrusted``)."""
+    from rich.highlighter import JSONHighlighter
+
+    out.print(JSONHighlighter()(Text(json_text_for_terminal(text))), soft_wrap=True)
 
 
 EXIT_PREFECT_LOST = 3
@@ -120,6 +130,7 @@ def _prepare_flows(verbose: bool, *, local_server: bool = True) -> None:
         _use_local_server()
     with err.status("loading workflows…"):
         import flows.instances  # noqa: F401  (Prefect, the registry and the runtime)
+    guard_log_handlers()  # Prefect's console handler: log lines can quote inputs and answers
     if not verbose:
         # A failed step is an outcome Stepline records in full (`stepline show`), not a crash:
         # keep Prefect's task-failure tracebacks and Instructor's retry logs off the terminal.
@@ -201,7 +212,7 @@ def _report(result: Any) -> None:
     from storage.models import InstanceStatus
 
     if result.status is InstanceStatus.COMPLETED and result.output is not None:
-        out.print_json(result.output.model_dump_json())
+        _print_json(json.dumps(result.output.model_dump(mode="json"), indent=2, ensure_ascii=False))
         err.print(f"instance {result.instance_id} completed")
         _end(0)
     _report_stop(result)
@@ -419,7 +430,10 @@ def submit(
     except StepLineError as exc:
         _fail(str(exc))
     for outcome in done.rejected:
-        err.print(f"[bold red]rejected:[/] {escape(outcome.message or outcome.item.source)}", highlight=False)
+        err.print(
+            f"[bold red]rejected:[/] {escape(for_terminal(outcome.message or outcome.item.source))}",
+            highlight=False,
+        )
     if as_json:
         out.print(
             json.dumps({"queued": done.queued, "flow_runs": done.flow_runs, "rejected": len(done.rejected)}),
@@ -504,7 +518,8 @@ def recover(
         except Exception as exc:  # Prefect down: dead workers' instances are still recovered
             err.print(
                 f"[yellow]warning:[/] could not ask Prefect about queued instances' flow runs "
-                f"({escape(type(exc).__name__)}: {escape(str(exc))}); they stay queued until it answers"
+                f"({escape(type(exc).__name__)}: {escape(for_terminal(str(exc)))}); "
+                "they stay queued until it answers"
             )
     recovered = [item for item in lost if recover_instance(store, settings, item)]
     if as_json:
@@ -575,7 +590,8 @@ def _replay_lost(to_replay: list[str], concurrency: int, as_json: bool, verbose:
                     out.print(json.dumps(record), markup=False)
                 else:
                     why = f": {result}" if isinstance(result, Exception) else ""
-                    err.print(f"instance {instance_id} {outcome} ({seconds:.1f} s){escape(why)}")
+                    shown = escape(for_terminal(why))
+                    err.print(f"instance {instance_id} {outcome} ({seconds:.1f} s){shown}")
                 failed += outcome not in ("completed", "refused")
                 status.update(f"replayed {done} of {len(to_replay)}…")
     except KeyboardInterrupt:
@@ -608,15 +624,15 @@ def review_list(
     items = _open_store().list_reviews(status=None if status == "all" else status)
     if as_json:
         for item in items:
-            out.print(item.model_dump_json(exclude={"expected_schema"}), markup=False)
+            out.print(json_text_for_terminal(item.model_dump_json(exclude={"expected_schema"})), markup=False)
         return
     table = Table("review", "instance", "step", "failure", "status", "errors", "created (UTC)")
     for item in items:
         table.add_row(
             item.id[:12],
             item.instance_id[:12],
-            f"{item.step}[{item.index}]",
-            item.failure_class,
+            Text(for_terminal(f"{item.step}[{item.index}]")),
+            Text(for_terminal(item.failure_class)),
             item.status,
             str(len(item.validation_errors or [])),
             item.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -634,13 +650,16 @@ def review_show(review: Annotated[str, typer.Argument(help="Review id (a prefix 
         _fail(str(exc))
     if item is None:
         _fail(f"no review with id {review!r}; list them with `stepline review list`")
-    out.print(f"review {item.id}  instance {item.instance_id}  step {item.step}[{item.index}]", markup=False)
-    out.print(f"status {item.status}  failure {item.failure_class}", markup=False)
-    out.print("raw output (as received):", markup=False)
-    out.print(item.raw_output if item.raw_output is not None else "(none)", markup=False, highlight=False)
+    shown = f"review {item.id}  instance {item.instance_id}  step {item.step}[{item.index}]"
+    out.print(for_terminal(shown), markup=False)
+    out.print(for_terminal(f"status {item.status}  failure {item.failure_class}"), markup=False)
+    out.print("raw output (as received, controls spelled out):", markup=False)
+    raw = for_terminal(item.raw_output) if item.raw_output is not None else "(none)"
+    out.print(raw, markup=False, highlight=False)
     out.print("validation errors:", markup=False)
     for error in item.validation_errors or []:
-        out.print(f"  {error['path']}: {error['message']} (input: {error['input']!r})", markup=False)
+        line = f"  {error['path']}: {error['message']} (input: {error['input']!r})"
+        out.print(for_terminal(line), markup=False, highlight=False)
     out.print("expected schema:", markup=False)
     out.print(json.dumps(item.expected_schema, indent=2), markup=False, highlight=False)
 
@@ -876,7 +895,7 @@ def probe(
                 result.mode.value,
                 f"[{colour}]{result.outcome.value}[/]",
                 "" if result.latency_ms is None else f"{result.latency_ms:.0f} ms",
-                escape(detail),
+                escape(for_terminal(detail)),
             )
         out.print(table)
         configured = report.configured.value
@@ -1184,7 +1203,8 @@ def costs(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines
         return
     table = Table("workflow", "step", "model", "attempts", "tokens in", "tokens out", "cost $")
     for workflow, step, model, attempts, tokens_in, tokens_out, usd in rows:
-        table.add_row(workflow, step, model, str(attempts), str(tokens_in), str(tokens_out), f"{usd:.6f}")
+        names = (Text(for_terminal(name or "")) for name in (workflow, step, model))
+        table.add_row(*names, str(attempts), str(tokens_in), str(tokens_out), f"{usd:.6f}")
     table.add_section()
     table.add_row("total", "", "", str(sum(r[3] for r in rows)), "", "", f"{sum(r[6] for r in rows):.6f}")
     out.print(table)
@@ -1194,14 +1214,14 @@ def _report_stop(result: Any) -> NoReturn:
     """An instance that stopped: where, why, and the command that moves it on."""
     if result.superseded:
         err.print(f"[bold red]instance {result.instance_id} was taken over[/] while this process ran it")
-        err.print(f"  {result.error}", markup=False)
+        err.print(f"  {for_terminal(result.error or '')}", markup=False, highlight=False)
         err.print(f"  details: stepline show {result.instance_id}")
         _end(1)
     err.print(
         f"[bold red]instance {result.instance_id} {result.status.value}[/] at step "
-        f"{result.failed_step!r}: {result.failure_class}"
+        f"{escape(for_terminal(repr(result.failed_step)))}: {escape(for_terminal(str(result.failure_class)))}"
     )
-    err.print(f"  {result.error}", markup=False)
+    err.print(f"  {for_terminal(result.error or '')}", markup=False, highlight=False)
     err.print(f"  details: stepline show {result.instance_id}")
     if result.review_id:
         err.print(f"  review:  stepline review show {result.review_id}")
@@ -1225,17 +1245,14 @@ def instances(
     rows = _open_store().list_instances(status=status, workflow=workflow, limit=limit)
     if as_json:
         for row in rows:
-            out.print(row.model_dump_json(exclude={"input", "output"}), markup=False)
+            out.print(json_text_for_terminal(row.model_dump_json(exclude={"input", "output"})), markup=False)
         return
     table = Table("id", "workflow", "status", "failed step", "failure", "owner", "created (UTC)")
     for row in rows:
         table.add_row(
             row.id[:12],  # a unique prefix is enough for every command
-            row.workflow,
-            row.status,
-            row.failed_step or "",
-            row.failure_class or "",
-            row.owner,
+            *(Text(for_terminal(text or "")) for text in (row.workflow, row.status, row.failed_step)),
+            *(Text(for_terminal(text or "")) for text in (row.failure_class, row.owner)),
             row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     out.print(table)
@@ -1275,30 +1292,31 @@ def show(
             ],
             "notifications": [n.model_dump(mode="json") for n in store.notifications(inst_id)],
         }
-        out.print_json(json.dumps(record))
+        _print_json(json.dumps(record, indent=2, ensure_ascii=False))
         return
+
+    def _line(text: str) -> None:  # input and model text spelled out for a terminal
+        out.print(for_terminal(text), markup=False, highlight=False)
+
     inst = detail.instance
-    out.print(
-        f"instance {inst.id}  workflow {inst.workflow}  status {inst.status}  owner {inst.owner}",
-        markup=False,
-    )
-    out.print(f"flow run {inst.flow_run_id}  created {inst.created_at:%Y-%m-%d %H:%M:%S}", markup=False)
+    _line(f"instance {inst.id}  workflow {inst.workflow}  status {inst.status}  owner {inst.owner}")
+    _line(f"flow run {inst.flow_run_id}  created {inst.created_at:%Y-%m-%d %H:%M:%S}")
     if inst.source:
-        out.print(f"input from {inst.source}", markup=False)
+        _line(f"input from {inst.source}")
     if inst.failed_step:
-        out.print(f"failed at {inst.failed_step}: {inst.failure_class}: {inst.error}", markup=False)
+        _line(f"failed at {inst.failed_step}: {inst.failure_class}: {inst.error}")
     if inst.output is not None:
-        out.print("output:", markup=False)
-        out.print(json.dumps(inst.output, indent=2, ensure_ascii=False), markup=False, highlight=False)
+        _line("output:")
+        _line(json_for_terminal(inst.output, indent=2))
     table = Table("step", "#", "model", "result", "tokens", "cost $", "ms", "waited s")
     sampling: dict[str, str] = {}
     cleared: dict[str, str] = {}
     for a in detail.attempts:
         table.add_row(
-            a.step,
+            Text(for_terminal(a.step)),
             str(a.attempt_number),
-            a.model_id,
-            a.outcome,
+            Text(for_terminal(a.model_id)),
+            Text(for_terminal(a.outcome)),
             f"{a.tokens_in or 0}/{a.tokens_out or 0}",
             f"{a.cost_usd or 0:.6f}",
             f"{a.latency_ms or 0:.0f}",
@@ -1312,22 +1330,23 @@ def show(
             )
     out.print(table)
     for where, sent in sampling.items():
-        out.print(f"sampling sent for {where}: {sent}", markup=False)
+        _line(f"sampling sent for {where}: {sent}")
     for where, how in cleared.items():  # text a public model saw, and what cleared it
-        out.print(f"cleared for {where}: {how}", markup=False)
+        _line(f"cleared for {where}: {how}")
     for review in store.list_reviews(status=None, instance_id=inst_id):
-        out.print(f"review {review.id} ({review.status}) for {review.step}[{review.index}]", markup=False)
+        _line(f"review {review.id} ({review.status}) for {review.step}[{review.index}]")
     for note in store.notifications(inst_id):
         outcome = "delivered" if note.delivered else f"NOT delivered: {note.error}"
-        out.print(f"notified {note.target} about {note.event}: {outcome}", markup=False)
+        _line(f"notified {note.target} about {note.event}: {outcome}")
     for a in detail.attempts:
         if a.failure_class:
-            out.print(f"\n[bold]{a.step} attempt {a.attempt_number}: {a.failure_class}[/]")
+            heading = for_terminal(f"{a.step} attempt {a.attempt_number}: {a.failure_class}")
+            out.print(f"\n[bold]{escape(heading)}[/]", highlight=False)
             if a.error_message:
-                out.print(a.error_message, markup=False)
-            out.print(f"raw output: {a.raw_output!r}", markup=False)
+                _line(a.error_message)
+            _line(f"raw output: {a.raw_output!r}")
             for error in a.validation_errors or []:
-                out.print(f"  {error['path']}: {error['message']}", markup=False)
+                _line(f"  {error['path']}: {error['message']}")
 
 
 @app.command()
@@ -1454,9 +1473,6 @@ def server_stop() -> None:
         err.print(f"stopped Prefect's local API server (pid {state.pid}, {state.url})", highlight=False)
 
 
-_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F] if code != 0x09}
-
-
 @server_app.command("logs")
 def server_logs(
     lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="How many of the last lines.")] = 40,
@@ -1469,7 +1485,7 @@ def server_logs(
     except local_server.ServerError as exc:
         _fail(str(exc))
     for line in found:
-        out.print(line.translate(_CONTROL), markup=False, highlight=False)
+        out.print(for_terminal(line), markup=False, highlight=False)
 
 
 def main() -> None:
@@ -1478,5 +1494,5 @@ def main() -> None:
     try:
         app()
     except StepLineError as exc:  # whatever a command did not handle: one line, never a traceback
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {escape(for_terminal(str(exc)))}", markup=True, highlight=False)
         sys.exit(1)

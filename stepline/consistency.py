@@ -9,13 +9,13 @@ it: the probe measures one step, not the steps before it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from rich.markup import escape
 from rich.table import Table
 
+from stepline.untrusted import json_for_terminal
 from steps.consistency import ConsistencyReport, FieldAgreement, HistoryReport, Series
 from steps.definition import Step
 from steps.errors import InputError, describe_validation_error
@@ -86,7 +86,7 @@ def _t(value: float | None) -> str:
 
 
 def _values(found: FieldAgreement) -> str:
-    shown = ", ".join(f"{json.dumps(value, ensure_ascii=False)} x{count}" for value, count in found.values)
+    shown = ", ".join(f"{json_for_terminal(value)} x{count}" for value, count in found.values)
     more = found.distinct - len(found.values)
     return shown + (f", {more} more" if more > 0 else "")
 

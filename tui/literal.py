@@ -2,20 +2,20 @@
 
 ``Text`` is never parsed for markup, so ``[bold red]x[/]`` stays as typed.
 Control characters are another matter: an ESC or BEL passed through could
-recolour the terminal or retitle the window, so every C0/C1 control except
-newline and tab is replaced by its ``\\xNN`` spelling, dimmed.
+recolour the terminal or retitle the window, and a bidi override reorder what
+is shown, so every character in ``stepline.untrusted.UNSAFE`` (the command
+line's definition too) is replaced by its ``\\xNN`` or ``\\uNNNN`` spelling, dimmed.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from rich.text import Text
 
-__all__ = ["literal"]
+from stepline.untrusted import UNSAFE, spelled
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+__all__ = ["literal"]
 
 
 def literal(value: str | None, spans: Iterable[tuple[int, int, str]] = (), *, style: str = "") -> Text:
@@ -36,8 +36,8 @@ def literal(value: str | None, spans: Iterable[tuple[int, int, str]] = (), *, st
 
 def _append(text: Text, chunk: str, style: str) -> None:
     position = 0
-    for match in _CONTROL.finditer(chunk):
+    for match in UNSAFE.finditer(chunk):
         text.append(chunk[position : match.start()], style=style)
-        text.append(f"\\x{ord(match.group()):02x}", style=f"{style} dim".strip())
+        text.append(spelled(match.group()), style=f"{style} dim".strip())
         position = match.end()
     text.append(chunk[position:], style=style)

@@ -139,5 +139,8 @@ def _fail(message: str) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+    from stepline.untrusted import for_terminal
+
+    shown = escape(for_terminal(message))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {shown}")
     return 2

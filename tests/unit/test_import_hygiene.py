@@ -57,6 +57,11 @@ def loaded_after(statement: str) -> set[str]:
             "import tui.app, tui.start, tui.screens.instances, storage.quick_read, storage.states",
             {"sqlalchemy", "sqlmodel", "alembic", "pydantic_settings", "prefect", "steps", "flows", *SDKS},
         ),
+        # What a terminal must not obey is defined once, below everything that prints.
+        (
+            "import stepline.untrusted",
+            {"rich", "textual", "tui", "prefect", "steps", "storage", "flows", "stepline.cli", *SDKS},
+        ),
         # The command line starts fast: Prefect and the SDKs load only inside `run`.
         ("import stepline.cli", {"prefect", "textual", *SDKS}),
     ],

@@ -301,6 +301,23 @@ def run_batch(
     if one_flow_run is None:
         one_flow_run = runtime.settings.workers.batch_flow_runs == "one"
 
+    def hard_stop() -> None:
+        """Start nothing more and pause what still runs, for a caller that must exit now."""
+        cancel.set()
+        with lock:
+            stranded = sorted(in_flight)
+        for instance_id in stranded:
+            interrupt(runtime, instance_id)
+
+    def interrupted() -> bool:
+        """A Ctrl-C met while waiting on another thread: the first stops new work (keep waiting),
+        a second stops at once (re-raise)."""
+        if cancel.is_set():
+            hard_stop()
+            return False
+        cancel.set()
+        return True
+
     def dispatch(inline: bool) -> None:
         """Run the queue's items ``concurrency`` at a time; Ctrl-C as said above."""
         pending: set[Future[ItemOutcome]] = set()
@@ -326,17 +343,13 @@ def run_batch(
                 for future in done:
                     record(future.result())
         except KeyboardInterrupt:  # second Ctrl-C: stop waiting; what still runs pauses now
-            cancel.set()
-            with lock:
-                stranded = sorted(in_flight)
-            for instance_id in stranded:
-                interrupt(runtime, instance_id)
+            hard_stop()
             executor.shutdown(wait=False, cancel_futures=True)
             raise
         executor.shutdown(wait=True)
 
     if one_flow_run:
-        _in_one_flow_run(workflow.name, len(runnable), dispatch, cancel)
+        _in_one_flow_run(workflow.name, len(runnable), dispatch, cancel, interrupted)
     else:
         dispatch(False)
     if cancel.is_set():
@@ -347,7 +360,11 @@ def run_batch(
 
 
 def _in_one_flow_run(
-    name: str, count: int, dispatch: Callable[[bool], None], cancel: threading.Event
+    name: str,
+    count: int,
+    dispatch: Callable[[bool], None],
+    cancel: threading.Event,
+    interrupted: Callable[[], bool],
 ) -> None:
     """``dispatch(inline=True)`` inside a flow run: the caller's if it is in one, else a new one.
 
@@ -383,7 +400,7 @@ def _in_one_flow_run(
         validate_parameters=False,
     )(body)
     try:
-        orchestrator.call(batch, dispatched, stop=cancel)
+        orchestrator.call(batch, dispatched, stop=cancel, on_interrupt=interrupted)
     except Exception as exc:
         if dispatched.is_set() and (isinstance(exc, orchestrator.Abandoned) or orchestrator_down(exc)):
             orchestrator.LOST.set()  # every instance ended; only Prefect's record of the run failed

@@ -44,12 +44,15 @@ def call(
     done: threading.Event,
     grace_s: float = FINAL_STATE_GRACE_S,
     stop: threading.Event | None = None,
+    on_interrupt: Callable[[], bool] | None = None,
 ) -> T:
     """``flow_call()`` in a thread of its own (this context's variables with it), waited for
     while Stepline's work in it runs and ``grace_s`` after ``done`` is set; then ``Abandoned``.
 
     The wait is in short slices, so Ctrl-C reaches the calling thread at once; ``stop`` (an
-    operator's stop) ends the grace period at once too.
+    operator's stop) ends the grace period at once too. A Ctrl-C while the work still runs goes
+    to ``on_interrupt``: the work runs in the other thread, so only the caller can act on it
+    (stop starting new work, pause what runs); True keeps waiting, False re-raises.
     """
     outcome: list[T] = []
     failure: list[BaseException] = []
@@ -65,15 +68,19 @@ def call(
             finished.set()
 
     threading.Thread(target=run, name="stepline-flow-call", daemon=True).start()
-    try:
-        while not finished.wait(0.1):
-            if done.is_set() and not _finished_within(finished, grace_s, stop):
+    while True:
+        try:
+            while not finished.wait(0.1):
+                if done.is_set() and not _finished_within(finished, grace_s, stop):
+                    LOST.set()
+                    raise Abandoned(f"Prefect's API did not record the flow run's end within {grace_s:.0f} s")
+            break
+        except KeyboardInterrupt:
+            if done.is_set():  # stopped while waiting for Prefect alone: as good as lost
                 LOST.set()
-                raise Abandoned(f"Prefect's API did not record the flow run's end within {grace_s:.0f} s")
-    except KeyboardInterrupt:
-        if done.is_set():  # stopped while waiting for Prefect alone: as good as lost
-            LOST.set()
-        raise
+                raise
+            if on_interrupt is None or not on_interrupt():
+                raise
     if failure:
         raise failure[0]
     return outcome[0]

@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,6 +71,32 @@ class FrozenSecondClause:
         return ok({"risk_level": "low", "reason": "From the replay."})
 
 
+def freeze_between_writes(pid: int, database: Path) -> None:
+    """SIGSTOP the worker once its only open business is the held request, and not mid-commit.
+
+    The other clauses' answers arrive as c2 is held; a process frozen inside a commit keeps
+    SQLite's write lock, and every other writer waits its busy timeout for it (that is SQLite,
+    not fencing). So wait for them to be recorded, freeze, and thaw and retry if the file is
+    still locked by the frozen process.
+    """
+    deadline = time.monotonic() + 60
+    while sqlite_rows(database, "select count(*) from attempt where finished_at is null") != [(1,)]:
+        assert time.monotonic() < deadline, "the other clauses' answers were never recorded"
+        time.sleep(0.05)
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        with closing(sqlite3.connect(database, timeout=0.05, isolation_level=None)) as probe:
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+                return
+            except sqlite3.OperationalError:
+                pass  # frozen holding the write lock: let it finish that write
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+    raise AssertionError("the worker never paused between writes")
+
+
 @pytest.mark.parametrize(
     "late",
     [
@@ -94,7 +123,7 @@ def test_a_worker_frozen_past_its_lease_sends_and_overwrites_nothing_when_it_wak
     )
     try:
         assert script.held.wait(timeout=120), "the worker never asked about clause c2"
-        os.kill(worker.pid, signal.SIGSTOP)  # frozen with its request on the wire
+        freeze_between_writes(worker.pid, cli.database)  # frozen with its request on the wire
         time.sleep(4.5)  # past lease_s = 3
 
         recovered = cli("recover", "--replay", "--json")

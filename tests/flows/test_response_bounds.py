@@ -126,6 +126,7 @@ def test_a_trickling_provider_is_cut_at_the_deadline(
     assert detail is not None
     assert [a.failure_class for a in detail.attempts] == ["deadline"]  # not retried on this model
     latency = (detail.attempts[0].latency_ms or 0) / 1000
+    print(f"{model}: a trickling answer cut at {latency:.2f} s for a 3 s deadline")
     assert 2.9 <= latency <= 3.6, f"the request lasted {latency:.2f} s for a 3 s deadline"
     assert "deadline" in (detail.attempts[0].error_message or "")
     assert len(server.requests) == 1

@@ -37,8 +37,9 @@ __all__ = ["READ_CHUNK", "BodyTooLarge", "DeadlinePassed", "ResponseLimit", "htt
 READ_CHUNK = 16 * 1024
 """Bytes read from the socket at a time: a gzip chunk of this size inflates to at most ~17 MB."""
 
-_DEADLINE: ContextVar[float | None] = ContextVar("stepline_response_deadline", default=None)
-"""``time.monotonic()`` by which the request in flight in this context must have been read whole."""
+_DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("stepline_response_deadline", default=None)
+"""(``time.monotonic()`` by which the request in flight in this context must have been read
+whole, the provider's ``deadline_s`` it came from, for the message)."""
 
 
 class ResponseLimit(Exception):
@@ -59,20 +60,26 @@ class BodyTooLarge(ResponseLimit):
     failure = FailureClass.TOO_LARGE
 
 
+def _passed(what: str) -> DeadlinePassed:
+    bound = _DEADLINE.get()
+    seconds = f" (deadline_s = {bound[1]:g} s)" if bound is not None else ""
+    return DeadlinePassed(f"{what} at the deadline{seconds}")
+
+
 def _left(timeout: float | None) -> float | None:
     """``timeout`` cut to the time left before this context's deadline; past it, raise."""
-    deadline = _DEADLINE.get()
-    if deadline is None:
+    bound = _DEADLINE.get()
+    if bound is None:
         return timeout
-    left = deadline - time.monotonic()
+    left = bound[0] - time.monotonic()
     if left <= 0:
-        raise DeadlinePassed("no complete response before the deadline")
+        raise _passed("the response was not complete")
     return left if timeout is None else min(timeout, left)
 
 
 def _past_deadline() -> bool:
-    deadline = _DEADLINE.get()
-    return deadline is not None and time.monotonic() >= deadline - 0.01
+    bound = _DEADLINE.get()
+    return bound is not None and time.monotonic() >= bound[0] - 0.01
 
 
 def _network_types() -> tuple[type[Any], type[Any]]:
@@ -88,7 +95,7 @@ def _network_types() -> tuple[type[Any], type[Any]]:
                 return self._inner.read(min(max_bytes, READ_CHUNK), _left(timeout))
             except httpcore2.ReadTimeout:
                 if _past_deadline():
-                    raise DeadlinePassed("the response was still arriving at the deadline") from None
+                    raise _passed("the response was still arriving") from None
                 raise
 
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -96,7 +103,7 @@ def _network_types() -> tuple[type[Any], type[Any]]:
                 self._inner.write(buffer, _left(timeout))
             except httpcore2.WriteTimeout:
                 if _past_deadline():
-                    raise DeadlinePassed("the request was still being sent at the deadline") from None
+                    raise _passed("the request was still being sent") from None
                 raise
 
         def close(self) -> None:
@@ -129,7 +136,7 @@ def _network_types() -> tuple[type[Any], type[Any]]:
                 inner = self._inner.connect_tcp(host, port, _left(timeout), local_address, socket_options)
             except httpcore2.ConnectTimeout:
                 if _past_deadline():
-                    raise DeadlinePassed("no connection before the deadline") from None
+                    raise _passed("no connection yet") from None
                 raise
             return Stream(inner)
 
@@ -154,7 +161,7 @@ def _transport(deadline_s: float) -> httpx2.BaseTransport:
         """The body's chunks, each read under the request's deadline (set per chunk: a generator
         must not hold a context variable across its yields)."""
 
-        def __init__(self, inner: httpx2.SyncByteStream, deadline: float) -> None:
+        def __init__(self, inner: httpx2.SyncByteStream, deadline: tuple[float, float]) -> None:
             self._inner = inner
             self._deadline = deadline
 
@@ -175,7 +182,7 @@ def _transport(deadline_s: float) -> httpx2.BaseTransport:
 
     class Transport(httpx2.HTTPTransport):
         def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-            deadline = time.monotonic() + deadline_s
+            deadline = (time.monotonic() + deadline_s, deadline_s)
             token = _DEADLINE.set(deadline)
             try:
                 response = super().handle_request(request)

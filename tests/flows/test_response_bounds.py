@@ -128,7 +128,7 @@ def test_a_trickling_provider_is_cut_at_the_deadline(
     latency = (detail.attempts[0].latency_ms or 0) / 1000
     print(f"{model}: a trickling answer cut at {latency:.2f} s for a 3 s deadline")
     assert 2.9 <= latency <= 3.6, f"the request lasted {latency:.2f} s for a 3 s deadline"
-    assert "deadline" in (detail.attempts[0].error_message or "")
+    assert "at the deadline (deadline_s = 3 s)" in (detail.attempts[0].error_message or "")
     assert len(server.requests) == 1
 
 

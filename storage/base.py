@@ -22,7 +22,6 @@ import functools
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
@@ -30,11 +29,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from storage.db import db_reason, release_engine, safe_url
+from storage.db import db_reason, linked_file, release_engine, safe_url
 from storage.errors import DatabaseFailed
 from storage.models import Attempt, StepRun, WorkflowInstance
 from storage.prepared import execute
-from storage.quick_read import hard_link_problem
 from storage.sqlite_writer import sqlite_writer
 
 __all__ = ["StoreBase", "insert_rows", "row_exists", "row_values", "update_row"]
@@ -155,11 +153,8 @@ class StoreBase:
 
     def _failed(self, what: str, exc: SQLAlchemyError) -> DatabaseFailed:
         where = safe_url(self.engine.url)
-        reason = db_reason(exc)
-        database = self.engine.url.database
-        if self.engine.dialect.name == "sqlite" and database and database != ":memory:":
-            # A name linked after the store opened: SQLite only says "disk I/O error".
-            reason = hard_link_problem(Path(database)) or reason
+        # A name linked after the store opened: SQLite only says "disk I/O error".
+        reason = linked_file(self.engine.url) or db_reason(exc)
         return DatabaseFailed(f"the database {where} failed while {what}: {reason}")
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "HEAD_REVISION",
     "StorageError",
     "db_reason",
+    "linked_file",
     "open_engine",
     "release_engine",
     "safe_url",
@@ -129,6 +130,14 @@ def _parse(url: str) -> URL:
     return parsed
 
 
+def linked_file(url: URL) -> str | None:
+    """Why a SQLite URL's file must not be used when it has several hard links, else None: what
+    SQLite reports only as "disk I/O error" (``quick_read.hard_link_problem``)."""
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return hard_link_problem(Path(url.database))
+
+
 def _create(parsed: URL) -> Engine:
     shown = safe_url(parsed)
     # Messages and logs never carry bound parameters: they hold inputs and model output.
@@ -151,7 +160,7 @@ def _create(parsed: URL) -> Engine:
     except SQLAlchemyError as exc:
         engine.dispose()
         reason = db_reason(exc)
-        linked = hard_link_problem(Path(parsed.database)) if sqlite and parsed.database else None
+        linked = linked_file(parsed)
         if linked is not None:  # linked since check_sqlite_file looked: SQLite says "disk I/O error"
             raise StorageError(linked) from None
         if sqlite and "readonly" in reason:
